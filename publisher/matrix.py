@@ -1,0 +1,313 @@
+"""The release matrix: ``matrix.yaml`` parsed once, at the edge, into frozen dataclasses.
+
+Nothing past :func:`load` sees a raw dict. Every problem in the file is reported as one
+line naming the file, the line, the key and the offending value.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+from packaging.version import Version
+
+from .errors import MatrixError
+from .versions import parse_version
+from .yamlnodes import Node, compose
+
+PYTHON_RE = re.compile(r"^3\.\d{1,2}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
+EXTRA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Docker's reference grammar for a tag.
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+
+RELEASE_FIELDS = frozenset({"version", "major", "minor", "micro", "python"})
+NIGHTLY_FIELDS = frozenset({"date", "sha", "python"})
+
+
+class Release(str, Enum):
+    """Which releases a tag rule gives its tag to."""
+
+    EVERY = "every"  # each listed version, prereleases included: the tag never moves
+    LATEST = "latest"  # only the highest stable version
+    LATEST_IN_MAJOR = "latest-in-major"  # the highest stable version of each major
+    LATEST_IN_MINOR = "latest-in-minor"  # the highest stable patch of each major.minor
+    NIGHTLY = "nightly"  # the image built from the nightly source ref
+
+
+PythonSelector = Literal["all", "default"] | tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TagRule:
+    """One line of the alias policy: which images get which tag."""
+
+    template: str
+    variants: tuple[str, ...]
+    python: PythonSelector
+    release: Release
+    in_docs: bool = True
+    # "matrix.yaml:42", so plan-time errors can point at the rule that caused them.
+    origin: str = field(default="", compare=False)
+
+    @property
+    def rolling(self) -> bool:
+        """A rolling tag may later name another image; an immutable one never does."""
+        if self.release is Release.NIGHTLY:
+            return "{sha}" not in self.template
+        return self.release is not Release.EVERY
+
+    def pythons_for(self, variant: Variant) -> tuple[str, ...]:
+        if self.python == "all":
+            return variant.pythons
+        if self.python == "default":
+            return (variant.default_python,)
+        return tuple(p for p in variant.pythons if p in self.python)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """An image flavour: which extras are installed and on which Pythons."""
+
+    name: str
+    description: str
+    pythons: tuple[str, ...]
+    default_python: str
+    extras: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NightlySource:
+    """Where nightly images are built from."""
+
+    repository: str
+    ref: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    path: Path
+    image: str
+    base_image: str
+    source_url: str
+    versions: tuple[Version, ...]
+    variants: tuple[Variant, ...]
+    tags: tuple[TagRule, ...]
+    nightly: NightlySource | None
+
+    def variant(self, name: str) -> Variant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise KeyError(name)
+
+    def rules_for(self, variant: Variant) -> tuple[TagRule, ...]:
+        return tuple(rule for rule in self.tags if variant.name in rule.variants)
+
+
+def load(path: Path | str) -> Matrix:
+    """Parse and validate a matrix file."""
+    path = Path(path)
+    root = compose(path)
+    top = root.mapping(
+        required={"image", "base_image", "versions", "variants", "tags"},
+        optional={"source", "nightly"},
+    )
+    image = top["image"].string()
+    if not REPOSITORY_RE.match(image):
+        raise top["image"].error(f"{image!r} is not a valid image repository name")
+    base_image = _template(top["base_image"], allowed={"python"})
+    if "{python}" not in base_image:
+        raise top["base_image"].error(
+            f"{base_image!r} must contain {{python}}, or every Python would get the same base"
+        )
+    source_url = top["source"].string() if "source" in top else ""
+    versions = _versions(top["versions"])
+    variants = _variants(top["variants"])
+    nightly = _nightly(top["nightly"]) if "nightly" in top else None
+    rules = _rules(top["tags"], variants, has_nightly=nightly is not None)
+    return Matrix(
+        path=path,
+        image=image,
+        base_image=base_image,
+        source_url=source_url,
+        versions=versions,
+        variants=variants,
+        tags=rules,
+        nightly=nightly,
+    )
+
+
+def _versions(node: Node) -> tuple[Version, ...]:
+    items = node.sequence()
+    if not items:
+        raise node.error("lists no version; list at least one Prefect release")
+    seen: dict[Version, str] = {}
+    out: list[Version] = []
+    for item in items:
+        text = item.string()
+        try:
+            version = parse_version(text)
+        except ValueError as exc:
+            raise item.error(str(exc)) from None
+        if version in seen:
+            raise item.error(f"{text!r} is listed twice (as {seen[version]!r} too)")
+        seen[version] = text
+        out.append(version)
+    return tuple(out)
+
+
+def _python(node: Node) -> str:
+    value = node.string()
+    if not PYTHON_RE.match(value):
+        raise node.error(f"{value!r} is not a Python version like \"3.8\"")
+    return value
+
+
+def _variants(node: Node) -> tuple[Variant, ...]:
+    out: list[Variant] = []
+    for name, child in node.items():
+        if not NAME_RE.match(name):
+            raise child.error(f"variant name {name!r} must be lowercase letters and digits")
+        fields = child.mapping(
+            required={"pythons"}, optional={"default_python", "extras", "description"}
+        )
+        pythons = [_python(p) for p in fields["pythons"].sequence()]
+        if not pythons:
+            raise fields["pythons"].error("lists no Python version")
+        if len(set(pythons)) != len(pythons):
+            raise fields["pythons"].error("lists a Python version twice")
+        if "default_python" in fields:
+            default = _python(fields["default_python"])
+            if default not in pythons:
+                raise fields["default_python"].error(
+                    f"{default!r} is not one of this variant's pythons ({', '.join(pythons)})"
+                )
+        elif len(pythons) == 1:
+            default = pythons[0]
+        else:
+            raise child.error("lists several pythons, so it needs a 'default_python'")
+        extras: list[str] = []
+        for extra_node in fields["extras"].strings() if "extras" in fields else []:
+            extra = extra_node.string()
+            if not EXTRA_RE.match(extra):
+                raise extra_node.error(f"{extra!r} is not a valid extra name")
+            extras.append(extra)
+        description = fields["description"].string() if "description" in fields else ""
+        out.append(
+            Variant(
+                name=name,
+                description=description,
+                pythons=tuple(pythons),
+                default_python=default,
+                extras=tuple(extras),
+            )
+        )
+    if not out:
+        raise node.error("defines no variant")
+    return tuple(out)
+
+
+def _nightly(node: Node) -> NightlySource:
+    fields = node.mapping(required={"repository"}, optional={"ref"})
+    return NightlySource(
+        repository=fields["repository"].string(),
+        ref=fields["ref"].string() if "ref" in fields else "master",
+    )
+
+
+def _template(node: Node, *, allowed: frozenset[str] | set[str]) -> str:
+    value = node.string()
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        raise node.error(f"{value!r} is not a valid template: {exc}") from None
+    for name in sorted(names):
+        if name not in allowed:
+            known = ", ".join("{" + n + "}" for n in sorted(allowed))
+            raise node.error(f"{value!r} uses unknown placeholder {{{name}}} (known: {known})")
+    return value
+
+
+def _rules(node: Node, variants: tuple[Variant, ...], *, has_nightly: bool) -> tuple[TagRule, ...]:
+    by_name = {v.name: v for v in variants}
+    items = node.sequence()
+    if not items:
+        raise node.error("lists no tag rule")
+    rules: list[TagRule] = []
+    for item in items:
+        fields = item.mapping(
+            required={"tag", "variant"}, optional={"python", "release", "in_docs"}
+        )
+        release_text = fields["release"].string() if "release" in fields else "every"
+        try:
+            release = Release(release_text)
+        except ValueError:
+            known = ", ".join(r.value for r in Release)
+            raise fields["release"].error(
+                f"{release_text!r} is not a release kind (known: {known})"
+            ) from None
+        if release is Release.NIGHTLY and not has_nightly:
+            raise fields["release"].error("a nightly tag needs a top-level 'nightly' section")
+        allowed = NIGHTLY_FIELDS if release is Release.NIGHTLY else RELEASE_FIELDS
+        template = _template(fields["tag"], allowed=allowed)
+
+        variant_names: list[str] = []
+        for vnode in fields["variant"].strings():
+            name = vnode.string()
+            if name not in by_name:
+                raise vnode.error(f"{name!r} is not a variant (variants: {', '.join(by_name)})")
+            variant_names.append(name)
+
+        python: PythonSelector = "all"
+        if "python" in fields:
+            pnode = fields["python"]
+            texts = [p.string() for p in pnode.strings()]
+            if texts in (["all"], ["default"]):
+                python = "all" if texts == ["all"] else "default"
+            else:
+                explicit = tuple(_python(p) for p in pnode.strings())
+                for name in variant_names:
+                    missing = [p for p in explicit if p not in by_name[name].pythons]
+                    if missing:
+                        raise pnode.error(
+                            f"Python {missing[0]} is not one of variant {name!r}'s pythons"
+                        )
+                python = explicit
+        rule = TagRule(
+            template=template,
+            variants=tuple(variant_names),
+            python=python,
+            release=release,
+            in_docs=fields["in_docs"].boolean() if "in_docs" in fields else True,
+            origin=f"{item.path}:{item.line}",
+        )
+        for name in variant_names:
+            if "{python}" not in template and len(rule.pythons_for(by_name[name])) > 1:
+                raise fields["tag"].error(
+                    f"{template!r} has no {{python}} but applies to several pythons of "
+                    f"variant {name!r}; restrict it with 'python: default'"
+                )
+        rules.append(rule)
+    _check_nightly_names(items, rules)
+    return tuple(rules)
+
+
+def _check_nightly_names(items: list[Node], rules: list[TagRule]) -> None:
+    """An immutable nightly tag lives under a rolling nightly name (``master-...``).
+
+    That keeps every nightly build's tags in one namespace, apart from release tags.
+    """
+    rolling = [r.template for r in rules if r.release is Release.NIGHTLY and r.rolling]
+    for item, rule in zip(items, rules, strict=True):
+        if rule.release is Release.NIGHTLY and not rule.rolling and rolling:
+            if not any(rule.template.startswith(name + "-") for name in rolling):
+                raise item.error(
+                    f"immutable nightly tag {rule.template!r} must start with "
+                    f"{rolling[0] + '-'!r}"
+                )
