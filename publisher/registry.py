@@ -39,7 +39,7 @@ _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 _BACKOFF_SECONDS = 0.25
 _MAX_RETRY_AFTER_SECONDS = 10.0
 _AUTH_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^,\s]+))')
-_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
+_ERRNO_TEXT = re.compile(r"\[(?:Errno -?\d+|SSL: \w+)\] [^'\"()\]]+")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,13 +74,17 @@ def _is_loopback(hostname: str) -> bool:
         return False
 
 
-def _connection_failure(exc: requests.RequestException) -> str:
+def _connection_failure(exc: requests.RequestException, timeout: float) -> str:
     # requests wraps urllib3 which wraps the OSError; its "[Errno N] text" is
     # the part a user can act on, the rest is pool and URL noise.
     if isinstance(exc, requests.Timeout):
-        return "timed out"
+        return f"timed out after {timeout:g}s"
     found = _ERRNO_TEXT.search(str(exc))
-    return found.group(0).strip() if found else _one_line(f"{type(exc).__name__}: {exc}", 200)
+    reason = found.group(0).strip() if found else _one_line(f"{type(exc).__name__}: {exc}", 200)
+    if isinstance(exc, requests.exceptions.SSLError):
+        # The usual cause is an HTTPS request to a plain-HTTP registry.
+        reason += " (TLS failed: if the registry speaks plain HTTP, mark it insecure)"
+    return reason
 
 
 def _never_connected(exc: requests.RequestException) -> bool:
@@ -114,6 +118,7 @@ class RegistryClient:
         retries: int = 3,
     ) -> None:
         hostname = urlsplit(f"//{host}").hostname or host
+        # Like the Docker daemon: plain HTTP is assumed only for loopback unless asked for.
         if insecure is None:
             insecure = _is_loopback(hostname)
         api_host = _API_HOSTS.get(host.lower(), host)
@@ -256,9 +261,7 @@ class RegistryClient:
             url = urljoin(response.url, next_link) if next_link else None
         return sorted(found)
 
-    def image_config(
-        self, repo: str, ref: str, *, platform: str = "linux/amd64"
-    ) -> dict[str, Any]:
+    def image_config(self, repo: str, ref: str, *, platform: str = "linux/amd64") -> dict[str, Any]:
         """The image config JSON; ``platform`` chooses within an index or manifest list."""
         manifest = self.manifest(repo, ref)
         document = _json(manifest.raw, f"manifest {repo}:{ref}")
@@ -266,7 +269,7 @@ class RegistryClient:
             child = _select_platform(document, platform, f"{repo}:{ref}")
             manifest = self.manifest(repo, child)
             document = _json(manifest.raw, f"manifest {repo}@{child}")
-        config_digest = document.get("config", {}).get("digest")
+        config_digest = (document.get("config") or {}).get("digest")
         if manifest.media_type not in IMAGE_MEDIA_TYPES or not config_digest:
             raise RegistryError(
                 f"{repo}:{ref} on registry {self.host} is a {manifest.media_type or 'untyped'} "
@@ -352,16 +355,20 @@ class RegistryClient:
                     timeout=self.timeout,
                     allow_redirects=True,
                 )
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 # A read timeout already cost `timeout` seconds; repeating it would
                 # multiply the wait, so only broken connections are retried.
                 retryable = not _never_connected(exc) and not isinstance(exc, requests.Timeout)
                 if retryable and attempt < self.retries:
                     time.sleep(_BACKOFF_SECONDS * 2**attempt)
                     continue
-                raise RegistryUnreachable(
-                    f"cannot reach {target or 'registry ' + self.host}: {_connection_failure(exc)}"
-                ) from exc
+                reason = _connection_failure(exc, self.timeout)
+                where = target or f"registry {self.host}"
+                raise RegistryUnreachable(f"cannot reach {where}: {reason}") from exc
             # Redirects (blob storage) are followed inside requests; count them too.
             self.requests_made += len(response.history)
             if response.status_code not in _TRANSIENT_STATUSES or attempt == self.retries:

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import requests
@@ -30,9 +31,10 @@ def require_registry_binary() -> Path:
     """Return the registry binary, or skip (fail under PUBLISHER_E2E=1) when absent."""
     if REGISTRY_BINARY.is_file() and os.access(REGISTRY_BINARY, os.X_OK):
         return REGISTRY_BINARY
-    reason = (
-        f"{REGISTRY_BINARY} not found: install it with `apt-get install -y docker-registry`"
-    )
+    _missing(f"{REGISTRY_BINARY} not found: install it with `apt-get install -y docker-registry`")
+
+
+def _missing(reason: str) -> NoReturn:
     if os.environ.get("PUBLISHER_E2E") == "1":
         pytest.fail(f"PUBLISHER_E2E=1 but {reason}", pytrace=False)
     pytest.skip(reason)
@@ -48,7 +50,10 @@ def free_port() -> int:
 
 
 def write_htpasswd(path: Path, users: dict[str, str]) -> None:
-    import bcrypt  # test-only dependency, imported here so unit tests never need it
+    try:
+        import bcrypt  # test-only dependency, imported here so unit tests never need it
+    except ImportError:
+        _missing("the bcrypt package is needed to write htpasswd files: pip install bcrypt")
 
     # Cost 4 is bcrypt's minimum: the registry checks every request's password,
     # and the default cost (12) would make each request take a noticeable time.
