@@ -15,7 +15,6 @@ from typing import Literal
 
 from packaging.version import Version
 
-from .errors import MatrixError
 from .versions import parse_version
 from .yamlnodes import Node, compose
 
@@ -165,7 +164,7 @@ def _versions(node: Node) -> tuple[Version, ...]:
 def _python(node: Node) -> str:
     value = node.string()
     if not PYTHON_RE.match(value):
-        raise node.error(f"{value!r} is not a Python version like \"3.8\"")
+        raise node.error(f'{value!r} is not a Python version like "3.8"')
     return value
 
 
@@ -224,9 +223,16 @@ def _nightly(node: Node) -> NightlySource:
 def _template(node: Node, *, allowed: frozenset[str] | set[str]) -> str:
     value = node.string()
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        fields = [
+            (n, spec, conv) for _, n, spec, conv in string.Formatter().parse(value) if n is not None
+        ]
     except ValueError as exc:
         raise node.error(f"{value!r} is not a valid template: {exc}") from None
+    names = {name for name, _, _ in fields}
+    for name, spec, conversion in fields:
+        if spec or conversion:
+            # Every placeholder is a plain string; "{version:d}" would only fail at plan time.
+            raise node.error(f"{value!r}: write {{{name}}} without a format spec or conversion")
     for name in sorted(names):
         if name not in allowed:
             known = ", ".join("{" + n + "}" for n in sorted(allowed))
@@ -305,9 +311,8 @@ def _check_nightly_names(items: list[Node], rules: list[TagRule]) -> None:
     """
     rolling = [r.template for r in rules if r.release is Release.NIGHTLY and r.rolling]
     for item, rule in zip(items, rules, strict=True):
-        if rule.release is Release.NIGHTLY and not rule.rolling and rolling:
-            if not any(rule.template.startswith(name + "-") for name in rolling):
-                raise item.error(
-                    f"immutable nightly tag {rule.template!r} must start with "
-                    f"{rolling[0] + '-'!r}"
-                )
+        nested = any(rule.template.startswith(name + "-") for name in rolling)
+        if rule.release is Release.NIGHTLY and not rule.rolling and rolling and not nested:
+            raise item.error(
+                f"immutable nightly tag {rule.template!r} must start with {rolling[0] + '-'!r}"
+            )

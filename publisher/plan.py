@@ -133,7 +133,7 @@ def owners(rule_release: Release, versions: Iterable[Version]) -> frozenset[Vers
     width = 1 if rule_release is Release.LATEST_IN_MAJOR else 2
     best: dict[tuple[int, ...], Version] = {}
     for version in stable:
-        key = (tuple(version.release) + (0, 0))[:width]
+        key = (*version.release, 0, 0)[:width]
         if key not in best or version > best[key]:
             best[key] = version
     return frozenset(best.values())
@@ -152,9 +152,7 @@ def _release_images(matrix: Matrix) -> list[Image]:
                     for rule in rules
                     if version in owned[rule.release] and python in rule.pythons_for(variant)
                 ]
-                images.append(
-                    _image(matrix, variant, str(version), python, tags, nightly=False)
-                )
+                images.append(_image(matrix, variant, str(version), python, tags, nightly=False))
     return images
 
 
@@ -187,7 +185,14 @@ def _image(
     if not tags:
         # A cell nobody can pull is a mistake in the rules, not something to build quietly.
         raise MatrixError(f"{matrix.path}: image {ident} gets no tag from any rule in 'tags'")
-    unique = list(dict.fromkeys(tags))
+    names = [tag.name for tag in tags]
+    for name in names:
+        if names.count(name) > 1:
+            rules = [matrix.tags[t.rule].origin for t in tags if t.name == name]
+            raise MatrixError(
+                f"{matrix.path}: image {ident} gets tag {name!r} from two rules "
+                f"({' and '.join(rules)}); a tag comes from exactly one rule"
+            )
     return Image(
         id=ident,
         repository=matrix.image,
@@ -196,7 +201,7 @@ def _image(
         python_version=python,
         base_image=matrix.base_image.format(python=python),
         extras=variant.extras,
-        tags=tuple(unique),
+        tags=tuple(tags),
         nightly=nightly,
     )
 

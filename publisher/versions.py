@@ -37,7 +37,7 @@ def is_stable(version: Version) -> bool:
 
 def version_fields(version: Version) -> dict[str, str]:
     """Placeholders a tag template may use for a release."""
-    major, minor, micro = (list(version.release) + [0, 0])[:3]
+    major, minor, micro = (*version.release, 0, 0)[:3]
     return {
         "version": str(version),
         "major": str(major),

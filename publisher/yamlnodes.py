@@ -120,7 +120,7 @@ class Node:
             raise self.error(f"must be a string, not {self._describe()}")
         if node.tag in _NUMBERS:
             raise self.error(
-                f"{node.value} is a number, not a string; quote it as \"{node.value}\" "
+                f'{node.value} is a number, not a string; quote it as "{node.value}" '
                 f"(YAML reads {node.value} as {yaml.safe_load(node.value)!r})"
             )
         if node.tag != _STR:

@@ -380,14 +380,6 @@ def test_plan_errors_through_the_cli(
     assert_one_error_line(err, str(path), *fragments)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: cli.cmd_docs renders docs.generic_rows(matrix) without ever building the plan, "
-        "so `docs` / `docs --check` / `docs --write` succeed on a matrix that `plan` refuses "
-        "(a tag two images would get, an invalid Docker tag, an untagged image)"
-    ),
-)
 @pytest.mark.parametrize(
     ("overrides", "fragments"),
     [case[1:] for case in CLI_PLAN_ERRORS],
@@ -446,13 +438,6 @@ def test_unquoted_python_through_the_cli(
     assert_one_error_line(err, 'quote it as "3.10"')
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a tag template with a format spec ({python:d}) passes matrix.load and "
-        "plan._render raises ValueError, which cli.main does not catch: a traceback"
-    ),
-)
 def test_bad_format_spec_through_the_cli(
     run: Callable[..., tuple[int, str, str]], make_matrix: Callable[..., Path]
 ) -> None:

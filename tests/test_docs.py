@@ -19,7 +19,7 @@ from publisher.docs import (
     splice,
     update_pages,
 )
-from publisher.errors import PublisherError, SelectionError
+from publisher.errors import MatrixError, PublisherError, SelectionError
 from publisher.matrix import Matrix, load
 from publisher.plan import plan
 
@@ -153,22 +153,34 @@ def test_in_docs_false_hides_a_rule(shipped: Matrix) -> None:
     assert not [r for r in generic_rows(shipped) if "YYYYMMDD" in r.tag]
 
 
-def test_rule_for_two_variants_gives_one_row_per_python(
+def test_rule_for_two_variants_gives_rows_for_each_variant(
     make_matrix: Callable[..., Path],
 ) -> None:
     path = make_matrix(
         versions=["0.14.10"],
-        variants={"full": {"pythons": ["3.8"]}, "slim": {"pythons": ["3.8"]}},
+        variants={"full": {"pythons": ["3.8"]}, "slim": {"pythons": ["3.7"]}},
         tags=[
             {"tag": "{version}-python{python}", "variant": "full"},
             {"tag": "{version}-{python}-x", "variant": ["full", "slim"]},
         ],
     )
-    # The second rule's rows look alike for both variants; the table lists it once.
     assert generic_rows(load(path)) == [
         Row(tag="X.Y.Z-python3.8", prefect="X.Y.Z", python="3.8"),
         Row(tag="X.Y.Z-3.8-x", prefect="X.Y.Z", python="3.8"),
+        Row(tag="X.Y.Z-3.7-x", prefect="X.Y.Z", python="3.7"),
     ]
+
+
+def test_docs_refuse_a_rule_that_gives_two_variants_one_tag(
+    make_matrix: Callable[..., Path],
+) -> None:
+    path = make_matrix(
+        versions=["0.14.10"],
+        variants={"full": {"pythons": ["3.8"]}, "slim": {"pythons": ["3.8"]}},
+        tags=[{"tag": "{version}-{python}-x", "variant": ["full", "slim"]}],
+    )
+    with pytest.raises(MatrixError, match="would belong to both"):
+        generic_rows(load(path))
 
 
 # --- one release's table ---------------------------------------------------------------------

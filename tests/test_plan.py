@@ -575,14 +575,6 @@ def test_image_without_any_tag_for_one_python(make_matrix: Callable[..., Path]) 
     plan_error(path, "full-0.14.9-py3.8", "gets no tag")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: plan._image dedupes with dict.fromkeys over Tag objects, whose equality includes "
-        "`rule` and `rolling`, so one tag name given to one image by two rules is listed twice "
-        "(and is both rolling and immutable), and _check_single_owner cannot see it"
-    ),
-)
 @pytest.mark.parametrize(
     "second",
     [
@@ -605,14 +597,6 @@ def test_one_image_never_lists_a_tag_twice(
         assert not set(image.rolling_tags) & set(image.immutable_tags), image.id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: matrix._template only checks placeholder names, so a conversion or format spec "
-        "({version!x}, {python:d}) passes load() and TagRule rendering raises a bare ValueError "
-        "at plan time instead of a MatrixError"
-    ),
-)
 @pytest.mark.parametrize(
     "rule",
     [

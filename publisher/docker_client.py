@@ -1,0 +1,200 @@
+"""The thin executor over the Docker daemon: connect, build, inspect, run, push.
+
+Everything that talks to dockerd goes through here, so the rest of the package stays
+testable without one, and daemon errors become one-line PublisherErrors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from .errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryError
+
+# Builds stream nothing while pip installs a large wheel set; a short read timeout
+# would abort a healthy build.
+BUILD_TIMEOUT = 1800
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushResult:
+    digest: str
+    bytes_uploaded: int
+    layers_uploaded: int
+    layers_skipped: int
+
+
+def daemon_address() -> str:
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+def connect() -> docker.DockerClient:
+    """A client for the daemon DOCKER_HOST names, or DockerUnavailable in one line."""
+    try:
+        probe = docker.from_env(timeout=10)
+        probe.ping()
+        probe.close()
+        return docker.from_env(timeout=BUILD_TIMEOUT)
+    except (DockerException, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DockerUnavailable(
+            f"cannot reach the Docker daemon at {daemon_address()}: {reason}"
+        ) from None
+
+
+def image_identity(client: docker.DockerClient, reference: str) -> str:
+    """A stable identity for a base image: its registry digest when it has one, else its id.
+
+    A pulled image and the same image looked up remotely give the same answer, so a
+    fingerprint does not change because a builder's cache was emptied.
+    """
+    try:
+        image = client.images.get(reference)
+    except ImageNotFound:
+        image = None
+    except APIError as exc:
+        raise BuildError(f"cannot inspect base image {reference}: {exc.explanation}") from None
+    if image is not None:
+        digests = image.attrs.get("RepoDigests") or []
+        return str(digests[0].split("@", 1)[1]) if digests else str(image.id)
+    try:
+        return str(client.images.get_registry_data(reference).id)
+    except (APIError, NotFound) as exc:
+        raise BuildError(
+            f"base image {reference} is not on this machine and cannot be looked up: "
+            f"{_explain(exc)}"
+        ) from None
+
+
+def ensure_image(client: docker.DockerClient, reference: str) -> None:
+    """Pull ``reference`` unless the daemon already has it."""
+    try:
+        client.images.get(reference)
+        return
+    except ImageNotFound:
+        pass
+    try:
+        client.images.pull(reference)
+    except (APIError, NotFound) as exc:
+        raise BuildError(f"cannot pull base image {reference}: {_explain(exc)}") from None
+
+
+def build(
+    client: docker.DockerClient,
+    *,
+    context: Path,
+    dockerfile: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    tag: str,
+    on_line: Callable[[str], None],
+) -> str:
+    """Build and tag an image with the classic builder; return its id."""
+    image_id = ""
+    last_lines: list[str] = []
+    try:
+        stream: Iterator[dict[str, Any]] = client.api.build(
+            path=str(context),
+            dockerfile=dockerfile,
+            buildargs=buildargs,
+            labels=labels,
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                tail = " | ".join(last_lines[-3:])
+                raise BuildError(f"{detail.strip()}{f' (after: {tail})' if tail else ''}")
+            text = chunk.get("stream", "")
+            for line in text.splitlines():
+                if line.strip():
+                    last_lines.append(line.strip())
+                    on_line(line.rstrip())
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and "ID" in aux:
+                image_id = str(aux["ID"])
+    except APIError as exc:
+        raise BuildError(f"the daemon refused the build: {_explain(exc)}") from None
+    if not image_id:
+        image_id = str(client.images.get(tag).id)
+    return image_id
+
+
+def run(
+    client: docker.DockerClient,
+    image: str,
+    command: list[str],
+    *,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """Run a container to completion; return its exit code and combined output."""
+    container = client.containers.create(image, command, environment=env or {}, network_mode="host")
+    try:
+        container.start()
+        status = container.wait(timeout=600)
+        output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        return int(status.get("StatusCode", 1)), output
+    finally:
+        container.remove(force=True)
+
+
+def push(
+    client: docker.DockerClient, repository: str, tag: str, auth: dict[str, str] | None
+) -> PushResult:
+    """Push one tag; return the manifest digest the registry reported."""
+    digest = ""
+    sizes: dict[str, int] = {}
+    pushed: set[str] = set()
+    skipped: set[str] = set()
+    try:
+        for chunk in client.api.push(
+            repository, tag=tag, stream=True, decode=True, auth_config=auth
+        ):
+            if "error" in chunk:
+                message = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                kind = RegistryAuthError if _is_auth(message) else RegistryError
+                raise kind(f"push of {repository}:{tag} failed: {message.strip()}")
+            layer = chunk.get("id", "")
+            status = chunk.get("status", "")
+            total = chunk.get("progressDetail", {}).get("total")
+            if total:
+                sizes[layer] = int(total)
+            if status == "Pushed":
+                pushed.add(layer)
+            elif status == "Layer already exists" or status.startswith("Mounted from"):
+                skipped.add(layer)
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and "Digest" in aux:
+                digest = str(aux["Digest"])
+    except APIError as exc:
+        message = _explain(exc)
+        kind = RegistryAuthError if _is_auth(message) else RegistryError
+        raise kind(f"push of {repository}:{tag} failed: {message}") from None
+    if not digest:
+        raise RegistryError(f"push of {repository}:{tag} reported no digest")
+    return PushResult(
+        digest=digest,
+        bytes_uploaded=sum(sizes.get(layer, 0) for layer in pushed),
+        layers_uploaded=len(pushed),
+        layers_skipped=len(skipped),
+    )
+
+
+def _is_auth(message: str) -> bool:
+    lowered = message.lower()
+    return any(word in lowered for word in ("unauthorized", "authentication required", "denied"))
+
+
+def _explain(exc: Exception) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    return str(text).splitlines()[0] if text else type(exc).__name__
