@@ -1,9 +1,9 @@
 """Maintainer entry points. Each session is a thin call into the `publisher` package.
 
-    nox -l                      list sessions
-    nox -s tests                all tests, starting dockerd, a registry and an index first
-    nox -s docs -- --check      fail when the docs tag table is stale
-    nox -s publish -- --registry ghcr.io/acme
+nox -l                      list sessions
+nox -s tests                all tests, starting dockerd, a registry and an index first
+nox -s docs -- --check      fail when the docs tag table is stale
+nox -s publish -- --registry ghcr.io/acme
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def _build_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="folder with core.Dockerfile, full.Dockerfile, entrypoint.sh "
-        "(default: dockerfiles/ beside the matrix)",
+        "(default: the matrix's 'dockerfiles' key, else dockerfiles/ beside it)",
     )
     p.add_argument(
         "--jobs",
@@ -275,11 +275,21 @@ def _options(
             find_links=tuple(args.find_links),
         ),
         base_image=args.base_image,
-        dockerfiles=args.dockerfiles or matrix.path.parent / "dockerfiles",
+        dockerfiles=_dockerfiles(args.dockerfiles or matrix.dockerfiles),
         dry_run=args.dry_run,
         force=args.force,
         jobs=args.jobs,
     )
+
+
+def _dockerfiles(folder: Path) -> Path:
+    for name in ("core.Dockerfile", "full.Dockerfile", "entrypoint.sh"):
+        if not (folder / name).is_file():
+            raise PublisherError(
+                f"{folder / name}: no such file; point --dockerfiles (or the matrix's "
+                "'dockerfiles' key) at the folder holding the image Dockerfiles"
+            )
+    return folder
 
 
 def _credentials(args: argparse.Namespace) -> Credentials | None:

@@ -136,12 +136,26 @@ def run(
     command: list[str],
     *,
     env: dict[str, str] | None = None,
+    volumes: dict[str, dict[str, str]] | None = None,
+    user: str | None = None,
+    entrypoint: list[str] | None = None,
 ) -> tuple[int, str]:
     """Run a container to completion; return its exit code and combined output."""
-    container = client.containers.create(image, command, environment=env or {}, network_mode="host")
+    try:
+        container = client.containers.create(
+            image,
+            command,
+            environment=env or {},
+            network_mode="host",  # so an index or registry on the host's loopback answers
+            volumes=volumes or {},
+            user=user or "",
+            entrypoint=entrypoint,
+        )
+    except (APIError, ImageNotFound) as exc:
+        raise BuildError(f"cannot run {image}: {_explain(exc)}") from None
     try:
         container.start()
-        status = container.wait(timeout=600)
+        status = container.wait(timeout=900)
         output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
         return int(status.get("StatusCode", 1)), output
     finally:

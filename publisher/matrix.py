@@ -94,6 +94,7 @@ class Matrix:
     image: str
     base_image: str
     source_url: str
+    dockerfiles: Path
     versions: tuple[Version, ...]
     variants: tuple[Variant, ...]
     tags: tuple[TagRule, ...]
@@ -115,7 +116,7 @@ def load(path: Path | str) -> Matrix:
     root = compose(path)
     top = root.mapping(
         required={"image", "base_image", "versions", "variants", "tags"},
-        optional={"source", "nightly"},
+        optional={"source", "nightly", "dockerfiles"},
     )
     image = top["image"].string()
     if not REPOSITORY_RE.match(image):
@@ -126,6 +127,10 @@ def load(path: Path | str) -> Matrix:
             f"{base_image!r} must contain {{python}}, or every Python would get the same base"
         )
     source_url = top["source"].string() if "source" in top else ""
+    # Relative to the matrix file, so the matrix builds the same from any working directory.
+    dockerfiles = path.parent / (
+        top["dockerfiles"].string() if "dockerfiles" in top else "dockerfiles"
+    )
     versions = _versions(top["versions"])
     variants = _variants(top["variants"])
     nightly = _nightly(top["nightly"]) if "nightly" in top else None
@@ -135,6 +140,7 @@ def load(path: Path | str) -> Matrix:
         image=image,
         base_image=base_image,
         source_url=source_url,
+        dockerfiles=dockerfiles,
         versions=versions,
         variants=variants,
         tags=rules,

@@ -199,11 +199,16 @@ def _build_group(
             reporter.step(
                 subject, f"resolving {wheels.redact(requirement)} for Python {group.python}"
             )
+            docker_client.ensure_image(client, base)
             resolved = wheels.download(
-                [_source_requirement(_with_extras(requirement, _all_extras(todo)), options)],
-                python=group.python,
+                client,
+                base_image=base,
+                requirements=[
+                    _source_requirement(_with_extras(requirement, _all_extras(todo)), options)
+                ],
                 dest=context / "wheels",
                 index=options.index,
+                local_wheel=options.wheel,
             )
             reporter.step(subject, f"resolved {len(resolved)} wheels")
             for name in CONTEXT_FILES:
@@ -358,7 +363,7 @@ def _source_requirement(requirement: str, options: Options) -> str:
     if options.wheel is None:
         return requirement
     name = requirement.partition("==")[0]
-    return f"{name} @ {options.wheel.resolve().as_uri()}"
+    return f"{name} @ file:///source/{options.wheel.name}"
 
 
 def _with_extras(requirement: str, extras: tuple[str, ...] | list[str]) -> str:

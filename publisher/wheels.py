@@ -1,41 +1,34 @@
-"""Resolving an image's Python packages on the host, into its build context.
+"""Resolving an image's Python packages into its build context, outside the build.
 
-Containers cannot be trusted with the index: a URL with a password passed as a build
-argument is recorded in the image history by the classic builder, and a build that
-reaches the network is not reproducible. So pip resolves and downloads wheels for the
-*target* interpreter on the host, with whatever index the user's pip is configured for
-(PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, pip.conf, or --index-url), and the
-build installs offline from the context.
+Containers built by the classic builder cannot be trusted with the index: a URL with a
+password passed as a build argument is recorded in the image history. So the packages
+are resolved before the build, by the target interpreter itself: pip runs in a throwaway
+container of the cell's base image (its Python, its platform, its environment markers;
+pip on the host cannot evaluate markers for another Python), with the index pip would
+use (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, or --index-url) passed in its
+environment, and writes wheels into the build context. The build then installs offline
+from those wheels, and no index URL or credential reaches any image layer.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import subprocess
-import sys
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
+
+from . import docker_client
 from .errors import BuildError
 
 # A credential in a URL ("https://user:secret@host/") is never echoed back to the user.
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _SHA = re.compile(r"\b[0-9a-f]{40}\b")
-
-# The manylinux tags a wheel may carry and still install on a glibc >= 2.28 base such as
-# Debian bookworm or python:3.x-slim. pip does not widen an explicit --platform, so each
-# compatible tag is listed.
-_MANYLINUX = (
-    "manylinux_2_28_{arch}",
-    "manylinux_2_17_{arch}",
-    "manylinux2014_{arch}",
-    "manylinux_2_12_{arch}",
-    "manylinux2010_{arch}",
-    "manylinux_2_5_{arch}",
-    "manylinux1_{arch}",
-)
+_PIP_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prefect-publisher" / "pip"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,62 +55,52 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub("***@", text)
 
 
-def target_args(python: str, arch: str = "x86_64") -> list[str]:
-    """pip flags that resolve for CPython ``python`` on Linux ``arch`` instead of the host."""
-    abi = "cp" + python.replace(".", "")
-    args = [
-        "--only-binary=:all:",
-        "--implementation",
-        "cp",
-        "--python-version",
-        python,
-        "--abi",
-        abi,
-        "--abi",
-        "abi3",
-        "--abi",
-        "none",
-    ]
-    for template in _MANYLINUX:
-        args += ["--platform", template.format(arch=arch)]
-    args += ["--platform", "any"]
-    return args
-
-
 def download(
-    requirements: Sequence[str],
+    client: docker.DockerClient,
     *,
-    python: str,
+    base_image: str,
+    requirements: Sequence[str],
     dest: Path,
     index: IndexOptions,
-    arch: str = "x86_64",
+    local_wheel: Path | None = None,
 ) -> list[Path]:
-    """Download the wheels ``requirements`` resolve to for the target Python into ``dest``."""
+    """Resolve ``requirements`` with the base image's own pip; wheels land in ``dest``.
+
+    ``local_wheel`` is mounted at /source so a requirement can name it as
+    ``prefect @ file:///source/NAME.whl`` (nightly builds).
+    """
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--dest",
-        str(dest),
-        "--disable-pip-version-check",
-        "--progress-bar",
-        "off",
-        # A dead index would otherwise cost minutes of back-off per request.
-        "--retries",
-        "2",
-        "--timeout",
-        "30",
-        *target_args(python, arch),
-        *index.pip_args(),
-        *requirements,
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    env = {key: os.environ[key] for key in _PIP_ENV if os.environ.get(key)}
+    env.update(
+        {
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_ROOT_USER_ACTION": "ignore",
+            "PIP_CACHE_DIR": "/cache",
+            "HOME": "/tmp",
+            # A dead index would otherwise cost minutes of back-off per request.
+            "PIP_RETRIES": "2",
+            "PIP_TIMEOUT": "30",
+        }
+    )
+    mounts = {
+        str(dest.resolve()): {"bind": "/wheels", "mode": "rw"},
+        str(CACHE): {"bind": "/cache", "mode": "rw"},
+    }
+    if local_wheel is not None:
+        mounts[str(local_wheel.resolve().parent)] = {"bind": "/source", "mode": "ro"}
+    command = ["pip", "wheel", "--wheel-dir", "/wheels", *index.pip_args(), *requirements]
+    code, output = docker_client.run(
+        client,
+        base_image,
+        command,
+        env=env,
+        volumes=mounts,
+        user=f"{os.getuid()}:{os.getgid()}",
+    )
+    if code != 0:
         raise BuildError(
-            f"cannot resolve {' '.join(requirements)} for Python {python}: "
-            f"{_pip_reason(result.stderr or result.stdout)}"
+            f"cannot resolve {' '.join(requirements)} with {base_image}: {_pip_reason(output)}"
         )
     return sorted(dest.glob("*.whl"))
 
