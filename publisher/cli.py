@@ -328,17 +328,23 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     if matrix.nightly is None:
         raise MatrixError(f"{matrix.path}: has no 'nightly' section, so there is nothing to build")
     reporter = Reporter(verbose=args.verbose)
-    location = args.source or matrix.nightly.repository
-    if Path(location).exists():
-        location = str(Path(location).resolve())
+    if args.source:
+        location = args.source
+        local = Path(location)
+    else:
+        # A local path in the matrix is relative to the matrix, like its other paths.
+        location = matrix.nightly.repository
+        local = matrix.path.parent / location
+    if local.exists():
+        location = str(local.resolve())
     source = nightly.Source(location=location, ref=args.ref or matrix.nightly.ref)
     selected = plan(matrix, nightly=True).select(args.select)
-    destination = _destination(args, reporter)
-    options = _options(args, matrix, destination, _credentials(args))
+    options = _options(args, matrix, None, _credentials(args))
 
-    reporter.step("nightly", f"resolving {source.ref} in {redact(source.location)}")
+    # The ref first: a ref that does not exist costs no registry and no build.
     sha = nightly.resolve(source)
-    reporter.step("nightly", f"{source.ref} is {sha}")
+    reporter.step("nightly", f"{source.ref} in {redact(source.location)} is {sha}")
+    options = dataclasses.replace(options, destination=_destination(args, reporter))
     if not (args.force or args.dry_run) and _nightly_published(selected, options, sha, reporter):
         return 0
     with tempfile.TemporaryDirectory(prefix="publisher-nightly-") as tmp:
@@ -348,8 +354,11 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         else:
             reporter.step("nightly", f"building prefect's wheel at {sha[:12]}")
             artifact = nightly.build_wheel(source, sha, Path(tmp), options.index)
-            reporter.step("nightly", f"built {artifact.wheel.name}")
             revision, version, wheel = artifact.revision, artifact.version, artifact.wheel
+            reporter.step(
+                "nightly",
+                f"built {wheel.name} (prefect {version}, committed {revision.date} UTC)",
+            )
         images = plan(matrix, nightly=True, revision=revision).select(args.select).images
         the_plan = Plan(
             images=tuple(dataclasses.replace(i, prefect_version=version) for i in images)
@@ -359,20 +368,32 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 
 def _nightly_published(selected: Plan, options: Options, sha: str, reporter: Reporter) -> bool:
-    """True when every nightly image's rolling tag in the registry is already ``sha``."""
+    """True when every nightly image's rolling tag in the registry was built from ``sha``.
+
+    The commit is read from the registry (the revision label of the image config), never
+    from local state, so any machine can run the nightly. An image without a rolling tag
+    cannot be looked up before its commit date is known, so it counts as not published.
+    """
     if options.destination is None:
         return False
     client = registry_client(options)
-    for image in selected.images:
-        repo = options.destination.path(image.repository)
-        for tag in image.rolling_tags:
-            if client.digest(repo, tag) is None:
+    try:
+        for image in selected.images:
+            if not image.rolling_tags:
                 return False
-            if client.labels(repo, tag).get(REVISION_LABEL) != sha:
-                return False
+            repo = options.destination.path(image.repository)
+            for tag in image.rolling_tags:
+                if client.digest(repo, tag) is None:
+                    return False
+                if client.labels(repo, tag).get(REVISION_LABEL) != sha:
+                    return False
+    finally:
+        client.close()
     tags = ", ".join(t for i in selected.images for t in i.rolling_tags)
     reporter.step(
-        "nightly", f"{tags} already built from {sha[:12]}; nothing to do (--force rebuilds)"
+        "nightly",
+        f"{tags} in {options.destination} already built from {sha[:12]}; "
+        "nothing to build (--force rebuilds)",
     )
     return True
 
