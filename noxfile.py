@@ -81,3 +81,35 @@ def docs(session: nox.Session) -> None:
     """Regenerate the docs tag table; `-- --check` fails on a stale page instead."""
     _install(session)
     session.run("publisher", "docs", *(session.posargs or ["--write"]))
+
+
+@nox.session(default=False)
+def build(session: nox.Session) -> None:
+    """Build and smoke-test images into the local Docker daemon (`publisher build`)."""
+    _install(session)
+    session.run("publisher", "build", *session.posargs)
+
+
+@nox.session(default=False)
+def publish(session: nox.Session) -> None:
+    """Cut a release: build, smoke-test and push the matrix (`publisher publish`)."""
+    _install(session)
+    session.run("publisher", "publish", *session.posargs)
+
+
+@nox.session(default=False)
+def nightly(session: nox.Session) -> None:
+    """Build and push the nightly `master` images from a git ref (`publisher nightly`)."""
+    _install(session)
+    session.run("publisher", "nightly", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Time the publisher against the naive build-tag-push loop (cold, no-op, incremental)."""
+    _install(session, "test")
+    env = _services_env(session)
+    try:
+        session.run("python", "tests/bench/bench.py", *session.posargs, env=env)
+    finally:
+        session.run("bash", str(SERVICES), "down", external=True)

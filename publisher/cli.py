@@ -46,6 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("publisher: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last line of defence against a traceback
+        if os.environ.get("PUBLISHER_DEBUG"):
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"publisher: internal error: {type(exc).__name__}: {detail} "
+            "(set PUBLISHER_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 70
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
+import urllib3
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from .errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryError
@@ -28,6 +30,15 @@ class PushResult:
     bytes_uploaded: int
     layers_uploaded: int
     layers_skipped: int
+
+
+# What the SDK raises when the daemon goes away in the middle of a stream.
+CONNECTION_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
+def lost(exc: BaseException) -> DockerUnavailable:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DockerUnavailable(f"lost the Docker daemon at {daemon_address()}: {reason}")
 
 
 def daemon_address() -> str:
@@ -125,6 +136,8 @@ def build(
                 image_id = str(aux["ID"])
     except APIError as exc:
         raise BuildError(f"the daemon refused the build: {_explain(exc)}") from None
+    except CONNECTION_ERRORS as exc:
+        raise lost(exc) from None
     if not image_id:
         image_id = str(client.images.get(tag).id)
     return image_id
@@ -158,8 +171,13 @@ def run(
         status = container.wait(timeout=900)
         output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
         return int(status.get("StatusCode", 1)), output
+    except CONNECTION_ERRORS as exc:
+        raise lost(exc) from None
     finally:
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        except (DockerException, *CONNECTION_ERRORS):
+            pass  # the daemon is gone or the container already is; the error above says so
 
 
 def push(
@@ -194,6 +212,8 @@ def push(
         message = _explain(exc)
         kind = RegistryAuthError if _is_auth(message) else RegistryError
         raise kind(f"push of {repository}:{tag} failed: {message}") from None
+    except CONNECTION_ERRORS as exc:
+        raise lost(exc) from None
     if not digest:
         raise RegistryError(f"push of {repository}:{tag} reported no digest")
     return PushResult(

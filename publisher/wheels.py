@@ -12,12 +12,14 @@ from those wheels, and no index URL or credential reaches any image layer.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -66,8 +68,10 @@ def download(
 ) -> list[Path]:
     """Resolve ``requirements`` with the base image's own pip; wheels land in ``dest``.
 
-    ``local_wheel`` is mounted at /source so a requirement can name it as
-    ``prefect @ file:///source/NAME.whl`` (nightly builds).
+    First ``pip install --dry-run --report`` says what pip would add to the base image
+    (packages the base already satisfies are left out, so an image never carries a second
+    copy of them); then exactly those pins are fetched as wheels. ``local_wheel`` is
+    mounted at /source so a requirement can name it as ``prefect @ file:///source/NAME``.
     """
     dest.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -89,20 +93,51 @@ def download(
     }
     if local_wheel is not None:
         mounts[str(local_wheel.resolve().parent)] = {"bind": "/source", "mode": "ro"}
-    command = ["pip", "wheel", "--wheel-dir", "/wheels", *index.pip_args(), *requirements]
-    code, output = docker_client.run(
-        client,
-        base_image,
-        command,
-        env=env,
-        volumes=mounts,
-        user=f"{os.getuid()}:{os.getgid()}",
-    )
-    if code != 0:
-        raise BuildError(
-            f"cannot resolve {' '.join(requirements)} with {base_image}: {_pip_reason(output)}"
+
+    def pip(*args: str) -> tuple[int, str]:
+        return docker_client.run(
+            client,
+            base_image,
+            ["pip", *args, *index.pip_args()],
+            env=env,
+            volumes=mounts,
+            user=f"{os.getuid()}:{os.getgid()}",
         )
+
+    what = " ".join(requirements)
+    report = dest / "report.json"
+    code, output = pip(
+        "install", "--dry-run", "--quiet", "--report", "/wheels/report.json", *requirements
+    )
+    fetch = ["wheel", "--wheel-dir", "/wheels"]
+    if code != 0 and "--report" in output and "no such option" in output:
+        # pip older than 22.2 (as in python:3.6 images): fetch the whole closure instead.
+        fetch += requirements
+    elif code != 0:
+        raise BuildError(f"cannot resolve {what} with {base_image}: {_pip_reason(output)}")
+    else:
+        pins = _pins(json.loads(report.read_text()))
+        report.unlink()
+        if not pins:
+            return []
+        fetch += ["--no-deps", *pins]
+    code, output = pip(*fetch)
+    if code != 0:
+        raise BuildError(f"cannot fetch wheels for {what} with {base_image}: {_pip_reason(output)}")
     return sorted(dest.glob("*.whl"))
+
+
+def _pins(report: dict[str, Any]) -> list[str]:
+    """Exact requirements for what a pip installation report says it would install."""
+    pins = []
+    for item in report.get("install", []):
+        name, version = item["metadata"]["name"], item["metadata"]["version"]
+        url = str(item.get("download_info", {}).get("url", ""))
+        # A locally built wheel (a nightly) is named by its file, not looked up by version.
+        pins.append(
+            f"{name} @ {url}" if url.startswith("file:///source/") else f"{name}=={version}"
+        )
+    return pins
 
 
 def revision_of(wheels: Sequence[Path], project: str = "prefect") -> str | None:

@@ -1,0 +1,273 @@
+"""`nox -s bench`: the publisher against the naive loop, side by side, on one machine.
+
+Scenarios, each run by both methods against registries of their own:
+  cold          empty builder cache, empty registry, the whole matrix;
+  cold-1        the same with only the oldest version (it seeds `incremental`);
+  incremental   the newest version added to what cold-1 published;
+  no-op         the whole matrix again, on an emptied builder cache, registry full.
+Every measured run starts from an emptied builder cache (base images kept), as CI
+builders do. "Bytes uploaded" is what the registry's storage grew by; "images built" is
+the number of image builds the method ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import docker
+import requests
+import yaml
+from tabulate import tabulate
+
+from publisher.destination import Destination
+from publisher.matrix import load
+from publisher.plan import plan
+from publisher.progress import Reporter
+from publisher.publish import Options, publish
+from publisher.wheels import IndexOptions
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measure:
+    scenario: str
+    method: str
+    seconds: float
+    bytes_uploaded: int
+    images_built: int
+
+
+@contextlib.contextmanager
+def registry(storage: Path) -> Iterator[str]:
+    """A docker-registry of the bench's own, so its storage growth is what was uploaded."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = storage / "config.yml"
+    storage.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "version": 0.1,
+                "storage": {"filesystem": {"rootdirectory": str(storage / "data")}},
+                "http": {"addr": f"127.0.0.1:{port}"},
+            }
+        )
+    )
+    log = (storage / "log").open("wb")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).ok:
+                    break
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def stored_bytes(storage: Path) -> int:
+    data = storage / "data"
+    return sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) if data.exists() else 0
+
+
+def fresh_builder(client: docker.DockerClient, keep_prefix: str) -> None:
+    """Empty the builder: every image but the base images goes, with its layers."""
+    for image in client.images.list(all=True):
+        if any(tag.startswith(keep_prefix) for tag in image.tags):
+            continue
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(image.id, force=True, noprune=False)
+    client.images.prune(filters={"dangling": False})
+    with contextlib.suppress(docker.errors.APIError):
+        client.api.prune_builds()
+
+
+def naive(matrix_path: Path, destination: str, index_url: str) -> int:
+    """The baseline: per cell `docker build`, `docker tag`, `docker push`; returns builds."""
+    matrix = load(matrix_path)
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    built = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp)
+        shutil.copy2(HERE / "naive.Dockerfile", context / "Dockerfile")
+        shutil.copy2(matrix.dockerfiles / "entrypoint.sh", context / "entrypoint.sh")
+        for image in plan(matrix).images:
+            extras = f"[{','.join(image.extras)}]" if image.extras else ""
+            ref = f"{destination}/{image.repository.rsplit('/', 1)[-1]}"
+            first = f"{ref}:{image.tags[0].name}"
+            subprocess.run(
+                [
+                    "docker",
+                    "build",
+                    "--quiet",
+                    "--network",
+                    "host",
+                    "--build-arg",
+                    f"BASE_IMAGE={image.base_image}",
+                    "--build-arg",
+                    f"PIP_INDEX_URL={index_url}",
+                    "--build-arg",
+                    f"PREFECT_REQUIREMENT=prefect{extras}=={image.prefect_version}",
+                    "-t",
+                    first,
+                    str(context),
+                ],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            built += 1
+            for tag in image.tags:
+                subprocess.run(["docker", "tag", first, f"{ref}:{tag.name}"], check=True)
+                subprocess.run(
+                    ["docker", "push", f"{ref}:{tag.name}"], check=True, stdout=subprocess.DEVNULL
+                )
+    return built
+
+
+def ours(matrix_path: Path, destination: str, index_url: str, jobs: int) -> int:
+    matrix = load(matrix_path)
+    options = Options(
+        destination=Destination.parse(destination),
+        index=IndexOptions(index_url=index_url),
+        dockerfiles=matrix.dockerfiles,
+        jobs=jobs,
+    )
+    with open(os.devnull, "w") as quiet:
+        outcomes = publish(matrix, plan(matrix), options, Reporter(stream=quiet))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise SystemExit(f"publisher failed: {failed[0].image.id}: {failed[0].error}")
+    return sum(1 for o in outcomes if o.built)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--matrix", type=Path, default=ROOT / "tests" / "e2e" / "matrix.yaml")
+    parser.add_argument("--index-url", default=os.environ.get("PUBLISHER_TEST_INDEX"))
+    parser.add_argument("--base-image", default=os.environ.get("PUBLISHER_TEST_BASE_IMAGE"))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    if not args.index_url:
+        parser.error("--index-url (or PUBLISHER_TEST_INDEX) is required")
+
+    client = docker.from_env(timeout=600)
+    work = Path(tempfile.mkdtemp(prefix="publisher-bench-"))
+    base = yaml.safe_load(args.matrix.read_text())
+    versions = base["versions"]
+    matrices = {}
+    for name, chosen in (("all", versions), ("oldest", versions[:1])):
+        data = {**base, "versions": chosen, "dockerfiles": str(ROOT / "dockerfiles")}
+        if args.base_image:
+            data["base_image"] = args.base_image
+        path = work / f"matrix-{name}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        matrices[name] = path
+    keep = data["base_image"].split("{", 1)[0]
+
+    methods: dict[str, Callable[[Path, str], int]] = {
+        "naive": lambda m, d: naive(m, d, args.index_url),
+        "publisher": lambda m, d: ours(m, d, args.index_url, args.jobs),
+    }
+    results: list[Measure] = []
+
+    def measure(scenario: str, method: str, matrix: Path, storage: Path, address: str) -> None:
+        fresh_builder(client, keep)
+        before = stored_bytes(storage)
+        started = time.monotonic()
+        built = methods[method](matrix, f"{address}/bench")
+        seconds = time.monotonic() - started
+        results.append(
+            Measure(
+                scenario=scenario,
+                method=method,
+                seconds=round(seconds, 2),
+                bytes_uploaded=stored_bytes(storage) - before,
+                images_built=built,
+            )
+        )
+        print(f"bench: {scenario:12} {method:9} {seconds:8.1f} s  built {built}", flush=True)
+
+    for method in methods:
+        storage = work / f"incremental-{method}"
+        with registry(storage) as address:
+            measure("cold-1", method, matrices["oldest"], storage, address)
+            measure("incremental", method, matrices["all"], storage, address)
+        storage = work / f"cold-{method}"
+        with registry(storage) as address:
+            measure("cold", method, matrices["all"], storage, address)
+            measure("no-op", method, matrices["all"], storage, address)
+    fresh_builder(client, keep)
+
+    print(report(results))
+    if args.output:
+        payload = {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
+            "matrix": str(args.matrix),
+            "results": [asdict(r) for r in results],
+        }
+        args.output.write_text(json.dumps(payload, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(results: list[Measure]) -> str:
+    by = {(r.scenario, r.method): r for r in results}
+    rows = []
+    for scenario in ("cold", "cold-1", "incremental", "no-op"):
+        naive_r, ours_r = by[(scenario, "naive")], by[(scenario, "publisher")]
+        rows.append(
+            (
+                scenario,
+                f"{naive_r.seconds:.1f}",
+                f"{ours_r.seconds:.1f}",
+                f"{ours_r.seconds / naive_r.seconds:.3f}" if naive_r.seconds else "-",
+                f"{naive_r.bytes_uploaded / 1e6:.1f}",
+                f"{ours_r.bytes_uploaded / 1e6:.1f}",
+                f"{ours_r.bytes_uploaded / naive_r.bytes_uploaded:.3f}"
+                if naive_r.bytes_uploaded
+                else "-",
+                naive_r.images_built,
+                ours_r.images_built,
+            )
+        )
+    return tabulate(
+        rows,
+        headers=(
+            "scenario",
+            "naive s",
+            "publisher s",
+            "time ratio",
+            "naive MB up",
+            "publisher MB up",
+            "bytes ratio",
+            "naive built",
+            "publisher built",
+        ),
+        disable_numparse=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

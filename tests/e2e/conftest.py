@@ -1,0 +1,166 @@
+"""End-to-end fixtures: a real dockerd, a real registry and a real package index.
+
+`.ci/services up` starts them and exports the PUBLISHER_TEST_* variables read here.
+Without them the e2e tests are skipped, unless PUBLISHER_E2E=1 (set by CI), in which
+case a missing service is a failure: CI must never pass by skipping the real thing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+import yaml
+
+from publisher.matrix import load
+from publisher.plan import Plan, plan
+from publisher.registry import RegistryClient
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+E2E_MATRIX = Path(__file__).with_name("matrix.yaml")
+# Everything the publisher resolves carries these credentials; no image may keep them.
+SECRET = "s3cret"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Services:
+    registry: str  # HOST:PORT
+    index: str  # http://127.0.0.1:PORT/simple/
+    base_image: str  # template with {python}
+    versions: tuple[str, str]  # (older, newer) real Prefect 3 releases on the index
+    pythons: tuple[str, ...]
+    sdist: Path
+    state: Path
+
+    def index_with_secret(self) -> str:
+        return self.index.replace("http://", f"http://ci:{SECRET}@", 1)
+
+
+def _require(reason: str) -> Any:
+    if os.environ.get("PUBLISHER_E2E") == "1":
+        pytest.fail(f"PUBLISHER_E2E=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def services() -> Services:
+    names = (
+        "PUBLISHER_TEST_REGISTRY",
+        "PUBLISHER_TEST_INDEX",
+        "PUBLISHER_TEST_BASE_IMAGE",
+        "PUBLISHER_TEST_PREFECT_VERSIONS",
+        "PUBLISHER_TEST_PYTHONS",
+        "PUBLISHER_TEST_PREFECT_SDIST",
+    )
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        _require(f"{', '.join(missing)} not set: run `bash .ci/services up` and source its env")
+    env = os.environ
+    older, newer = env["PUBLISHER_TEST_PREFECT_VERSIONS"].split()
+    found = Services(
+        registry=env["PUBLISHER_TEST_REGISTRY"],
+        index=env["PUBLISHER_TEST_INDEX"],
+        base_image=env["PUBLISHER_TEST_BASE_IMAGE"],
+        versions=(older, newer),
+        pythons=tuple(env["PUBLISHER_TEST_PYTHONS"].split()),
+        sdist=Path(env["PUBLISHER_TEST_PREFECT_SDIST"]),
+        state=Path(env.get("PUBLISHER_TEST_STATE", "/tmp/publisher-test")),
+    )
+    try:
+        docker.from_env(timeout=10).ping()
+        requests.get(f"http://{found.registry}/v2/", timeout=5).raise_for_status()
+        requests.get(found.index, timeout=5).raise_for_status()
+    except Exception as exc:
+        _require(f"a test service does not answer: {exc}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def docker_client(services: Services) -> Iterator[docker.DockerClient]:
+    client = docker.from_env(timeout=600)
+    yield client
+    client.close()
+
+
+def run_publisher(
+    *args: str | Path, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m publisher ARGS` as a maintainer would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "publisher", *map(str, args)],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+
+
+def write_matrix(directory: Path, services: Services, **changes: Any) -> Path:
+    """The e2e matrix with the services' Prefect versions and base images filled in."""
+    data = yaml.safe_load(E2E_MATRIX.read_text())
+    data["versions"] = list(services.versions)
+    data["base_image"] = services.base_image
+    data["dockerfiles"] = str(REPO_ROOT / "dockerfiles")
+    data.update(changes)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "matrix.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Published:
+    """The outcome of publishing the e2e matrix once, shared by the tests that inspect it."""
+
+    matrix: Path
+    plan: Plan
+    namespace: str  # HOST:PORT/NAMESPACE, as given to --registry
+    repo: str  # the repository path inside the registry
+    result: subprocess.CompletedProcess[str]
+    registry: RegistryClient
+
+    def reference(self, tag: str) -> str:
+        return f"{self.namespace.split('/', 1)[0]}/{self.repo}:{tag}"
+
+
+@pytest.fixture(scope="session")
+def published(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Published:
+    matrix = write_matrix(tmp_path_factory.mktemp("e2e-matrix"), services)
+    namespace = f"{services.registry}/e2e"
+    # The index URL carries credentials, as a private mirror's would; the tests then
+    # look for them in everything the images contain.
+    result = run_publisher(
+        "publish",
+        "--matrix",
+        matrix,
+        "--registry",
+        namespace,
+        env={"PIP_INDEX_URL": services.index_with_secret()},
+    )
+    assert result.returncode == 0, f"publish failed:\n{result.stdout}\n{result.stderr}"
+    return Published(
+        matrix=matrix,
+        plan=plan(load(matrix)),
+        namespace=namespace,
+        repo="e2e/prefect",
+        result=result,
+        registry=RegistryClient(services.registry),
+    )

@@ -1,0 +1,370 @@
+"""Publishing the e2e matrix for real: dockerd builds, the registry's HTTP API is read
+back, and the images that were pushed are run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import docker
+import pytest
+
+from publisher.registry import Credentials, RegistryClient
+from tests.registry_server import run_registry
+
+from .conftest import SECRET, Published, Services, run_publisher, write_matrix
+
+
+def _digest_snapshot(published: Published) -> dict[str, str | None]:
+    return {tag: published.registry.digest(published.repo, tag) for tag in _tags(published)}
+
+
+def _tags(published: Published) -> list[str]:
+    return published.registry.tags(published.repo)
+
+
+def _docker(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], input=stdin, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+# --- what the registry holds ------------------------------------------------------------
+
+
+def test_every_planned_tag_is_in_the_registry_and_nothing_else(published: Published) -> None:
+    planned = {tag.name for image in published.plan.images for tag in image.tags}
+    assert set(_tags(published)) == planned
+
+
+def test_every_tag_of_an_image_has_that_images_digest(published: Published) -> None:
+    for image in published.plan.images:
+        anchor = published.registry.digest(published.repo, image.immutable_tags[0])
+        assert anchor is not None
+        for tag in image.tags:
+            assert published.registry.digest(published.repo, tag.name) == anchor, (
+                f"{tag.name} should alias {image.id}"
+            )
+
+
+def test_rolling_tags_name_the_newest_release(published: Published, services: Services) -> None:
+    _, newer = services.versions
+    labels = published.registry.labels(published.repo, "latest")
+    assert labels["org.opencontainers.image.version"] == newer
+    assert labels["io.prefect.python-version"] == "3.13"
+    core = published.registry.labels(published.repo, "core")
+    assert core["org.opencontainers.image.version"] == newer
+
+
+def test_images_carry_the_oci_labels(published: Published) -> None:
+    for image in published.plan.images:
+        labels = published.registry.labels(published.repo, image.immutable_tags[0])
+        assert labels["org.opencontainers.image.version"] == image.prefect_version
+        assert labels["io.prefect.python-version"] == image.python_version
+        assert labels["org.opencontainers.image.source"] == "https://github.com/PrefectHQ/prefect"
+        assert labels["org.opencontainers.image.created"].endswith("Z")
+        # Prefect's wheels record the commit they were built from.
+        assert len(labels["org.opencontainers.image.revision"]) == 40
+        assert labels["io.prefect.publisher.fingerprint"].startswith("sha256:")
+
+
+def test_full_images_reuse_the_layers_of_their_core_image(published: Published) -> None:
+    def layers(tag: str) -> list[str]:
+        manifest = json.loads(published.registry.manifest(published.repo, tag).raw)
+        return [layer["digest"] for layer in manifest["layers"]]
+
+    for image in published.plan.images:
+        if image.variant != "full" or image.python_version != "3.13":
+            continue
+        core, full = layers(f"core-{image.prefect_version}"), layers(image.immutable_tags[0])
+        assert full[: len(core)] == core
+        assert len(full) == len(core) + 1, "full adds exactly one layer: the extras"
+
+
+# --- the images run ---------------------------------------------------------------------
+
+
+def test_each_image_reports_its_planned_versions(
+    published: Published, docker_client: docker.DockerClient
+) -> None:
+    for image in published.plan.images:
+        ref = published.reference(image.immutable_tags[0])
+        docker_client.images.pull(ref)
+        out = docker_client.containers.run(ref, ["prefect", "version"], remove=True).decode()
+        assert "Version:" in out and image.prefect_version in out.split()
+        py = docker_client.containers.run(ref, ["python", "--version"], remove=True).decode()
+        assert py.startswith(f"Python {image.python_version}.")
+
+
+def test_tini_is_pid_1(published: Published, docker_client: docker.DockerClient) -> None:
+    out = docker_client.containers.run(
+        published.reference("latest"), ["cat", "/proc/1/cmdline"], remove=True
+    )
+    assert out.split(b"\0")[0].endswith(b"tini")
+
+
+def test_no_command_gives_an_interactive_shell(published: Published) -> None:
+    result = _docker("run", "--rm", "-i", published.reference("latest"), stdin="echo from-shell\n")
+    assert result.returncode == 0, result.stderr
+    assert "from-shell" in result.stdout
+
+
+def test_images_hold_no_wheels_caches_or_compiler(
+    published: Published, docker_client: docker.DockerClient
+) -> None:
+    script = (
+        "find / -xdev \\( -name '*.whl' -o -path /root/.cache/pip -o -path /tmp/wheels "
+        "-o -path /staging \\) -print; ls /var/lib/apt/lists | grep -v -e '^lock$' -e '^partial$';"
+        " command -v gcc cc; true"
+    )
+    for tag in ("latest", "core"):
+        out = docker_client.containers.run(
+            published.reference(tag), ["sh", "-c", script], remove=True
+        ).decode()
+        assert out.strip() == "", f"{tag} still holds:\n{out}"
+
+
+# --- EXTRA_PIP_PACKAGES -----------------------------------------------------------------
+
+
+def test_extra_pip_packages_are_installed_before_the_command(
+    published: Published, services: Services
+) -> None:
+    result = _docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-e",
+        "EXTRA_PIP_PACKAGES=cowsay",
+        "-e",
+        f"PIP_INDEX_URL={services.index}",
+        published.reference("latest"),
+        "python",
+        "-c",
+        "import cowsay; print('imported', cowsay.__name__)",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "+pip install cowsay" in result.stdout
+    assert "imported cowsay" in result.stdout
+
+
+def test_a_failed_extra_install_stops_the_container_before_the_command(
+    published: Published, services: Services
+) -> None:
+    result = _docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-e",
+        "EXTRA_PIP_PACKAGES=no-such-package-anywhere",
+        "-e",
+        f"PIP_INDEX_URL={services.index}",
+        "-e",
+        "PIP_RETRIES=0",
+        published.reference("latest"),
+        "echo",
+        "COMMAND-RAN",
+    )
+    assert result.returncode != 0
+    assert "COMMAND-RAN" not in result.stdout
+    assert "no-such-package-anywhere" in result.stdout + result.stderr
+
+
+def test_extra_pip_packages_are_not_evaluated_by_a_shell(
+    published: Published, services: Services
+) -> None:
+    result = _docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-e",
+        "EXTRA_PIP_PACKAGES=$(touch /tmp/evaluated)",
+        "-e",
+        f"PIP_INDEX_URL={services.index}",
+        published.reference("latest"),
+        "sh",
+        "-c",
+        "test ! -e /tmp/evaluated && echo NOT-EVALUATED",
+    )
+    # pip is handed the literal words and rejects them; nothing ran them.
+    assert "+pip install $(touch /tmp/evaluated)" in result.stdout
+    assert result.returncode != 0
+    assert "NOT-EVALUATED" not in result.stdout
+
+
+# --- secrets ----------------------------------------------------------------------------
+
+
+def test_no_index_url_or_credential_reaches_any_image(
+    published: Published,
+    services: Services,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    index_host = services.index.split("//", 1)[1].split("/", 1)[0]
+    for image in published.plan.images:
+        ref = published.reference(image.immutable_tags[0])
+        history = _docker("history", "--no-trunc", ref).stdout
+        inspect = _docker("inspect", ref).stdout
+        assert history and inspect
+        for text in (history, inspect):
+            assert SECRET not in text
+            assert index_host not in text
+        # Every byte of every layer and the config, as `docker save` exports them.
+        archive = tmp_path / "image.tar"
+        with archive.open("wb") as out:
+            for chunk in docker_client.images.get(ref).save(named=False):
+                out.write(chunk)
+        data = archive.read_bytes()
+        assert SECRET.encode() not in data, f"{ref} contains the index password"
+        assert index_host.encode() not in data, f"{ref} contains the index address"
+        archive.unlink()
+    # The credentials were never printed either.
+    assert SECRET not in published.result.stdout + published.result.stderr
+
+
+# --- republishing -----------------------------------------------------------------------
+
+
+def test_republishing_unchanged_images_builds_and_uploads_nothing(
+    published: Published, services: Services
+) -> None:
+    before = _digest_snapshot(published)
+    result = run_publisher(
+        "publish",
+        "--matrix",
+        published.matrix,
+        "--registry",
+        published.namespace,
+        env={"PIP_INDEX_URL": services.index_with_secret()},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "building" not in result.stderr
+    assert "pushing" not in result.stderr
+    assert result.stderr.count("unchanged in the registry") == len(published.plan.images)
+    assert _digest_snapshot(published) == before
+
+
+# --- faults -----------------------------------------------------------------------------
+
+
+def _assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("publisher: error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_unreachable_docker_daemon_is_one_clear_line(published: Published) -> None:
+    result = run_publisher(
+        "publish",
+        "--matrix",
+        published.matrix,
+        "--registry",
+        published.namespace,
+        env={"DOCKER_HOST": "unix:///tmp/no-such-docker.sock"},
+    )
+    assert result.returncode == 3
+    _assert_one_error_line(
+        result, "cannot reach the Docker daemon at unix:///tmp/no-such-docker.sock"
+    )
+
+
+def test_unreachable_registry_stops_before_anything_is_built(published: Published) -> None:
+    from tests.registry_server import free_port
+
+    result = run_publisher(
+        "publish",
+        "--matrix",
+        published.matrix,
+        "--registry",
+        f"127.0.0.1:{free_port()}/e2e",
+        "--force",
+    )
+    assert result.returncode == 4
+    _assert_one_error_line(result, "cannot reach registry")
+    assert "building" not in result.stderr
+
+
+def test_registry_refusing_credentials_gets_no_tag(published: Published, tmp_path: Path) -> None:
+    with run_registry(tmp_path, htpasswd={"maintainer": "right-password"}) as address:
+        wrong = run_publisher(
+            "publish",
+            "--matrix",
+            published.matrix,
+            "--registry",
+            f"{address}/e2e",
+            "--username",
+            "maintainer",
+            "--password-env",
+            "REGISTRY_PASSWORD",
+            env={"REGISTRY_PASSWORD": "wrong-password"},
+        )
+        assert wrong.returncode == 4
+        _assert_one_error_line(wrong, address)
+        assert "wrong-password" not in wrong.stdout + wrong.stderr
+        authorised = RegistryClient(
+            address, credentials=Credentials(username="maintainer", password="right-password")
+        )
+        assert authorised.tags("e2e/prefect") == []
+
+        # The same credentials, right this time, read from stdin: one image goes up.
+        right = run_publisher(
+            "publish",
+            "--matrix",
+            published.matrix,
+            "--registry",
+            f"{address}/e2e",
+            "--select",
+            "full-*-py3.11",
+            "--username",
+            "maintainer",
+            "--password-stdin",
+            stdin="right-password\n",
+        )
+        assert right.returncode == 0, right.stderr
+        assert "right-password" not in right.stdout + right.stderr
+        planned = {
+            t.name
+            for i in published.plan.images
+            if i.id.startswith("full-") and i.python_version == "3.11"
+            for t in i.tags
+        }
+        assert set(authorised.tags("e2e/prefect")) == planned
+
+
+def test_a_failed_build_pushes_nothing_and_moves_no_rolling_tag(
+    published: Published, services: Services, tmp_path: Path
+) -> None:
+    before = _digest_snapshot(published)
+    # A version the index does not have, and the highest: it would take `latest`.
+    matrix = write_matrix(tmp_path, services, versions=[*services.versions, "3.99.0"])
+    result = run_publisher(
+        "publish",
+        "--matrix",
+        matrix,
+        "--registry",
+        published.namespace,
+        env={"PIP_INDEX_URL": services.index},
+    )
+    assert result.returncode == 5
+    _assert_one_error_line(result, "failed", "nothing was pushed")
+    # The summary names the failed images and still reports the others.
+    summary = result.stdout
+    for image_id in ("full-3.99.0-py3.13", "core-3.99.0-py3.13"):
+        assert image_id in summary
+    assert "3.99.0" in summary and "failed" in summary
+    assert "unchanged" in summary
+    assert _digest_snapshot(published) == before
+
+
+@pytest.mark.parametrize("registry", ["not a registry", "localhost:5000/Upper"])
+def test_bad_registry_argument_is_one_line(published: Published, registry: str) -> None:
+    result = run_publisher("publish", "--matrix", published.matrix, "--registry", registry)
+    _assert_one_error_line(result, "--registry")
