@@ -112,25 +112,29 @@ def build_group(
         todo = [image for image in group.images if not published(image, recipes[image.id])]
         if not todo:
             return
+        on_core = {r.fingerprint: r for r in (recipes[i.id] for i in todo) if r is not core}
         with tempfile.TemporaryDirectory(prefix="publisher-") as tmp:
-            work = Path(tmp)
-            docker_client.ensure_image(client, base)
-            core_wheels = _resolve(client, group, base, (), settings, work / "core", reporter)
-            contexts = {core.fingerprint: _core_context(work, core_wheels, settings)}
-            labels = {core.fingerprint: _labels(matrix, group, settings, core_wheels)}
-            on_core = {r.fingerprint: r for r in (recipes[i.id] for i in todo) if r is not core}
-            for fp, recipe in on_core.items():
-                short = fp.removeprefix("sha256:")[:12]
-                full_wheels = _resolve(
-                    client, group, base, recipe.extras, settings, work / short, reporter
+            contexts: dict[str, Path] = {}
+            labels: dict[str, dict[str, str]] = {}
+            # Images already built here (by fingerprint) need no package resolution at all.
+            needed = [core, *on_core.values()]
+            if settings.force or not all(_built_here(client, r) for r in needed):
+                _prepare(
+                    client,
+                    matrix,
+                    group,
+                    base,
+                    core,
+                    on_core,
+                    settings,
+                    Path(tmp),
+                    contexts,
+                    labels,
+                    reporter,
                 )
-                contexts[fp] = _extras_context(
-                    work / f"ctx-{short}", core_wheels, full_wheels, settings
-                )
-                labels[fp] = _labels(matrix, group, settings, full_wheels)
             core_seconds = _ensure_built(
                 client,
-                contexts[core.fingerprint],
+                contexts.get(core.fingerprint),
                 core,
                 labels,
                 group.subject + " core",
@@ -159,6 +163,39 @@ def build_group(
                 fail(outcomes[image.id], exc, reporter)
 
 
+def _built_here(client: docker.DockerClient, recipe: Recipe) -> bool:
+    try:
+        client.images.get(recipe.cache_ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def _prepare(
+    client: docker.DockerClient,
+    matrix: Matrix,
+    group: Group,
+    base: str,
+    core: Recipe,
+    on_core: dict[str, Recipe],
+    settings: Settings,
+    work: Path,
+    contexts: dict[str, Path],
+    labels: dict[str, dict[str, str]],
+    reporter: Reporter,
+) -> None:
+    """Resolve the group's packages and lay out one build context per recipe."""
+    docker_client.ensure_image(client, base)
+    core_wheels = _resolve(client, group, base, (), settings, work / "core", reporter)
+    contexts[core.fingerprint] = _core_context(work, core_wheels, settings)
+    labels[core.fingerprint] = _labels(matrix, group, settings, core_wheels)
+    for fp, recipe in on_core.items():
+        short = fp.removeprefix("sha256:")[:12]
+        full_wheels = _resolve(client, group, base, recipe.extras, settings, work / short, reporter)
+        contexts[fp] = _extras_context(work / f"ctx-{short}", core_wheels, full_wheels, settings)
+        labels[fp] = _labels(matrix, group, settings, full_wheels)
+
+
 def fail(outcome: Outcome, exc: Exception, reporter: Reporter) -> None:
     outcome.status = "failed"
     outcome.error = str(exc)
@@ -181,7 +218,13 @@ def _build_and_test(
     try:
         if recipe is not core:
             _ensure_built(
-                client, contexts[recipe.fingerprint], recipe, labels, image.id, settings, reporter
+                client,
+                contexts.get(recipe.fingerprint),
+                recipe,
+                labels,
+                image.id,
+                settings,
+                reporter,
             )
         local = client.images.get(recipe.cache_ref)
         outcome.local_id = str(local.id)
@@ -329,7 +372,7 @@ def _name(wheel: Path) -> str:
 
 def _ensure_built(
     client: docker.DockerClient,
-    context: Path,
+    context: Path | None,
     recipe: Recipe,
     labels: dict[str, dict[str, str]],
     subject: str,
@@ -344,6 +387,8 @@ def _ensure_built(
             return 0.0
         except docker.errors.ImageNotFound:
             pass
+    if context is None:
+        raise PublisherError(f"{subject}: internal error: no build context was prepared")
     reporter.step(subject, f"building ({recipe.dockerfile})")
     started = time.monotonic()
     docker_client.build(

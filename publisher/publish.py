@@ -99,7 +99,7 @@ def publish(matrix: Matrix, plan: Plan, options: Options, reporter: Reporter) ->
     ordered = list(outcomes.values())
     if any(o.status == "failed" for o in ordered):
         for outcome in ordered:
-            if outcome.status != "failed":
+            if outcome.status == "tested":
                 outcome.status = "not pushed"
         return ordered
     if registry is None or options.destination is None:
