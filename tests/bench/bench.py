@@ -96,7 +96,7 @@ def fresh_builder(client: docker.DockerClient, keep_prefix: str) -> None:
             continue
         with contextlib.suppress(docker.errors.APIError):
             client.images.remove(image.id, force=True, noprune=False)
-    client.images.prune(filters={"dangling": False})
+    # (images.prune(dangling=False) is not used: it would take the base images too.)
     with contextlib.suppress(docker.errors.APIError):
         client.api.prune_builds()
 
