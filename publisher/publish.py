@@ -155,12 +155,14 @@ def _already_published(
         return False
     anchor = _anchor(image)
     repo = options.destination.path(image.repository)
-    if registry.digest(repo, anchor) is None:
+    digest = registry.digest(repo, anchor)
+    if digest is None:
         return False
     if registry.labels(repo, anchor).get(fingerprint.LABEL_FINGERPRINT) != recipe.fingerprint:
         return False
     outcome = outcomes[image.id]
     outcome.status = "unchanged"
+    outcome.digest = digest  # already read back from the registry: no second HEAD later
     outcome.fingerprint = recipe.fingerprint
     reporter.step(image.id, f"unchanged in the registry ({anchor}); not rebuilding")
     return True
@@ -193,9 +195,7 @@ def _push_immutable(
     reference = destination.reference(image.repository)
     anchor = _anchor(image)
     started = time.monotonic()
-    if outcome.status == "unchanged":
-        outcome.digest = _verified(registry, repo, anchor, None)
-    else:
+    if outcome.status != "unchanged":
         client.images.get(outcome.local_id).tag(reference, anchor)
         reporter.step(image.id, f"pushing {reference}:{anchor}")
         result = docker_client.push(client, reference, anchor, auth)
