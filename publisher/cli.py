@@ -7,23 +7,26 @@ executor. Errors are PublisherErrors, caught once in :func:`main`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from tabulate import tabulate
 
-from . import docs, local_registry, nightly
-from .destination import Destination
-from .errors import BuildError, MatrixError, PublisherError
+from . import changes, docker_client, docs, local_registry, nightly, review
+from .build import Settings
+from .changes import Action
+from .destination import Destination, open_registry
+from .errors import BuildError, DockerUnavailable, PublisherError
 from .matrix import Matrix, load
-from .plan import Plan, Revision, plan
+from .outcome import Outcome
+from .plan import Plan, plan
 from .progress import Reporter
-from .publish import REVISION_LABEL, Options, Outcome, publish, registry_client
+from .publish import Options, Result, describe, publish, survey
+from .recipe import Sources
 from .registry import Credentials
 from .wheels import IndexOptions, redact
 
@@ -111,15 +114,47 @@ def build_parser() -> argparse.ArgumentParser:
     pub = commands.add_parser(
         "publish",
         help="build, smoke-test and push images, then move rolling tags",
-        description="Build and smoke-test every selected image; only when all pass, push "
-        "their immutable tags, read them back from the registry, and then re-point the "
-        "rolling tags (latest*, core, master) by manifest copy. Images already in the "
-        "registry with the same input fingerprint are not rebuilt.",
+        description="Read what the registry holds, build and smoke-test the images it does "
+        "not have; only when all pass, push their immutable tags, read them back, and then "
+        "re-point the rolling tags (latest*, core, master) by manifest copy. A published "
+        "image is never rebuilt and its immutable tags never move, unless --replace names "
+        "it; a rolling tag never moves to an older release than the one it names. With "
+        "--registry, --dry-run prints the same table as `publisher diff`.",
     )
     _matrix_options(pub)
     _build_options(pub)
     _registry_options(pub)
+    _policy_options(pub)
+    pub.add_argument(
+        "--format", choices=("table", "json"), default="table", help="of the --dry-run table"
+    )
     pub.set_defaults(func=cmd_publish)
+
+    st = commands.add_parser(
+        "status",
+        help="say which planned images are missing, published or stale in a registry",
+        description="Read the registry and, for each planned image, say whether it is "
+        "missing, published, or stale: published from build inputs (base image, "
+        "Dockerfiles, build arguments, extras) that differ from today's, and which. "
+        "Reports only; `publish --replace` is how a stale image is rebuilt. Needs the "
+        "Docker daemon to identify the base images as a build would.",
+    )
+    _matrix_options(st)
+    _reading_options(st)
+    st.set_defaults(func=cmd_status)
+
+    df = commands.add_parser(
+        "diff",
+        help="show every tag a publish would create, move or keep, before it does",
+        description="For every planned tag: what the registry holds now and what it will "
+        "hold after `publish` with the same options: create, keep, add alias, move "
+        "OLD (version) -> NEW (version), replace, keep (the registry holds a newer "
+        "release), stale (kept). Touches nothing.",
+    )
+    _matrix_options(df)
+    _reading_options(df)
+    _policy_options(df)
+    df.set_defaults(func=cmd_diff)
 
     n = commands.add_parser(
         "nightly",
@@ -169,20 +204,57 @@ def _build_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=_default_jobs(),
         metavar="N",
-        help=f"images built at once (default: {_default_jobs()})",
+        help="Python versions built at once, each in its own lane (versions of one Python "
+        f"build one after another to share layers; default: {_default_jobs()})",
     )
-    p.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild images this machine has already built (never moves a published tag; "
+        "that is --replace)",
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="print what would be done and touch nothing"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="stream build output")
 
 
-def _registry_options(p: argparse.ArgumentParser) -> None:
+def _policy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--replace",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="rebuild these published images with today's inputs and move their immutable "
+        "tags (e.g. after a base image security fix); globs over image ids, repeatable",
+    )
+    p.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="let rolling tags move to an older release than the one they name now "
+        "(e.g. after a release was yanked)",
+    )
+
+
+def _reading_options(p: argparse.ArgumentParser) -> None:
+    _registry_options(p, required=True)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--base-image",
+        metavar="TEMPLATE",
+        help="base image template overriding the matrix's, e.g. mirror.local/python:{python}-slim",
+    )
+    p.add_argument("--dockerfiles", type=Path, metavar="DIR", help="as for publish")
+
+
+def _registry_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     p.add_argument(
         "--registry",
+        required=required,
         metavar="HOST[:PORT][/NAMESPACE]",
-        help="where to push; NAMESPACE replaces the matrix's (default: a throwaway "
+        help="the registry to read"
+        if required
+        else "where to push; NAMESPACE replaces the matrix's (default: a throwaway "
         f"registry at {local_registry.ADDRESS}, started if needed)",
     )
     p.add_argument("--username", help="registry user (default: from the Docker config)")
@@ -266,29 +338,29 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _options(
-    args: argparse.Namespace,
-    matrix: Matrix,
-    destination: Destination | None,
-    credentials: Credentials | None = None,
-) -> Options:
+def _options(args: argparse.Namespace, matrix: Matrix, destination: Destination | None) -> Options:
     if args.jobs < 1:
         raise PublisherError(f"--jobs {args.jobs}: must be at least 1")
     if args.base_image is not None and "{python}" not in args.base_image:
         raise PublisherError(f"--base-image {args.base_image!r} must contain {{python}}")
-    return Options(
-        destination=destination,
-        credentials=credentials,
+    settings = Settings(
+        dockerfiles=_dockerfiles(args.dockerfiles or matrix.dockerfiles),
         index=IndexOptions(
             index_url=args.index_url,
             extra_index_urls=tuple(args.extra_index_url),
             find_links=tuple(args.find_links),
         ),
         base_image=args.base_image,
-        dockerfiles=_dockerfiles(args.dockerfiles or matrix.dockerfiles),
-        dry_run=args.dry_run,
         force=args.force,
+    )
+    return Options(
+        build=settings,
+        destination=destination,
+        credentials=_credentials(args) if destination is not None else None,
         jobs=args.jobs,
+        replace=tuple(getattr(args, "replace", ())),
+        allow_downgrade=getattr(args, "allow_downgrade", False),
+        dry_run=args.dry_run,
     )
 
 
@@ -328,84 +400,134 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     matrix, the_plan = _load_plan(args)
     reporter = Reporter(verbose=args.verbose)
-    credentials = _credentials(args)
-    destination = _destination(args, reporter)
-    return _run(matrix, the_plan, _options(args, matrix, destination, credentials), reporter)
+    options = _options(args, matrix, _destination(args, reporter))
+    if options.dry_run and args.registry:
+        # With a destination to compare with, a dry run is the release review.
+        return _print_diff(matrix, the_plan, options, args.format)
+    return _run(matrix, the_plan, options, reporter)
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     matrix = load(args.matrix)
-    if matrix.nightly is None:
-        raise MatrixError(f"{matrix.path}: has no 'nightly' section, so there is nothing to build")
+    source = nightly.source_of(matrix, args.source, args.ref)
     reporter = Reporter(verbose=args.verbose)
-    if args.source:
-        location = args.source
-        local = Path(location)
-    else:
-        # A local path in the matrix is relative to the matrix, like its other paths.
-        location = matrix.nightly.repository
-        local = matrix.path.parent / location
-    if local.exists():
-        location = str(local.resolve())
-    source = nightly.Source(location=location, ref=args.ref or matrix.nightly.ref)
-    selected = plan(matrix, nightly=True).select(args.select)
-    options = _options(args, matrix, None, _credentials(args))
-
     # The ref first: a ref that does not exist costs no registry and no build.
     sha = nightly.resolve(source)
     reporter.step("nightly", f"{source.ref} in {redact(source.location)} is {sha}")
-    options = dataclasses.replace(options, destination=_destination(args, reporter))
-    if not (args.force or args.dry_run) and _nightly_published(selected, options, sha, reporter):
+    options = _options(args, matrix, _destination(args, reporter))
+    result = nightly.run(matrix, source, sha, args.select, options, reporter)
+    return 0 if result is None else _report(result)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    matrix, the_plan = _load_plan(args)
+    options = _options_for_reading(args, matrix)
+    assert options.destination is not None
+    repo = options.destination.path(matrix.image)
+    with ExitStack() as stack:
+        registry = stack.enter_context(open_registry(options.destination, options.credentials))
+        found = review.status(registry, repo, the_plan, _today(stack, options))
+    if args.format == "json":
+        print(json.dumps({"images": [s.to_json() for s in found]}, indent=2))
         return 0
-    with tempfile.TemporaryDirectory(prefix="publisher-nightly-") as tmp:
-        if args.dry_run:
-            revision = Revision(sha=sha, date="YYYYMMDD")
-            version, wheel = "(built from source)", None
-        else:
-            reporter.step("nightly", f"building prefect's wheel at {sha[:12]}")
-            artifact = nightly.build_wheel(source, sha, Path(tmp), options.index)
-            revision, version, wheel = artifact.revision, artifact.version, artifact.wheel
-            reporter.step(
-                "nightly",
-                f"built {wheel.name} (prefect {version}, committed {revision.date} UTC)",
-            )
-        images = plan(matrix, nightly=True, revision=revision).select(args.select).images
-        the_plan = Plan(
-            images=tuple(dataclasses.replace(i, prefect_version=version) for i in images)
+    rows = [
+        (
+            s.image.id,
+            s.state,
+            s.version or "-",
+            s.digest.removeprefix("sha256:")[:12] if s.digest else "-",
+            "; ".join(s.causes),
         )
-        options = dataclasses.replace(options, wheel=wheel, revision=sha)
-        return _run(matrix, the_plan, options, reporter)
-
-
-def _nightly_published(selected: Plan, options: Options, sha: str, reporter: Reporter) -> bool:
-    """True when every nightly image's rolling tag in the registry was built from ``sha``.
-
-    The commit is read from the registry (the revision label of the image config), never
-    from local state, so any machine can run the nightly. An image without a rolling tag
-    cannot be looked up before its commit date is known, so it counts as not published.
-    """
-    if options.destination is None:
-        return False
-    client = registry_client(options)
-    try:
-        for image in selected.images:
-            if not image.rolling_tags:
-                return False
-            repo = options.destination.path(image.repository)
-            for tag in image.rolling_tags:
-                if client.digest(repo, tag) is None:
-                    return False
-                if client.labels(repo, tag).get(REVISION_LABEL) != sha:
-                    return False
-    finally:
-        client.close()
-    tags = ", ".join(t for i in selected.images for t in i.rolling_tags)
-    reporter.step(
-        "nightly",
-        f"{tags} in {options.destination} already built from {sha[:12]}; "
-        "nothing to build (--force rebuilds)",
+        for s in found
+    ]
+    print(
+        tabulate(
+            rows,
+            headers=("Image", "State", "Prefect", "Digest", "What changed"),
+            disable_numparse=True,
+            maxcolwidths=[None, None, None, None, 70],
+        )
     )
-    return True
+    counts = {state: sum(s.state == state for s in found) for state in _STATES}
+    print("\n" + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    return 0
+
+
+_STATES = ("published", "stale", "missing")
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    matrix, the_plan = _load_plan(args)
+    return _print_diff(matrix, the_plan, _options_for_reading(args, matrix), args.format)
+
+
+def _options_for_reading(args: argparse.Namespace, matrix: Matrix) -> Options:
+    return Options(
+        build=Settings(
+            dockerfiles=_dockerfiles(args.dockerfiles or matrix.dockerfiles),
+            base_image=args.base_image,
+        ),
+        destination=Destination.parse(args.registry),
+        credentials=_credentials(args),
+        replace=tuple(getattr(args, "replace", ())),
+        allow_downgrade=getattr(args, "allow_downgrade", False),
+    )
+
+
+def _today(stack: ExitStack, options: Options) -> review.Today:
+    client = docker_client.connect()
+    stack.callback(client.close)
+    identities: dict[str, str] = {}
+
+    def identity(base: str) -> str:
+        if base not in identities:
+            identities[base] = docker_client.image_identity(client, base)
+        return identities[base]
+
+    return review.Today(
+        sources=Sources.read(options.build.dockerfiles),
+        base_for=options.build.base_for,
+        base_identity=identity,
+    )
+
+
+def _print_diff(matrix: Matrix, the_plan: Plan, options: Options, fmt: str) -> int:
+    assert options.destination is not None
+    repo = options.destination.path(matrix.image)
+    with ExitStack() as stack:
+        registry = stack.enter_context(open_registry(options.destination, options.credentials))
+        holdings = survey(registry, repo, [t.name for i in the_plan.images for t in i.tags])
+        work = changes.work_list(the_plan, holdings, options.replace)
+        try:
+            today = _today(stack, options)
+            stale = {s.image.id: s for s in review.status(registry, repo, the_plan, today)}
+        except DockerUnavailable:
+            stale = None  # without a daemon the base images cannot be identified
+        rows = review.diff(
+            registry, repo, work, holdings, allow_downgrade=options.allow_downgrade, stale=stale
+        )
+    if fmt == "json":
+        print(json.dumps({"tags": [r.to_json() for r in rows]}, indent=2))
+        return 0
+    print(
+        tabulate(
+            review.diff_table_rows(rows),
+            headers=("Tag", "Image", "Action", "Registry now -> after"),
+            disable_numparse=True,
+            maxcolwidths=[None, None, None, 80],
+        )
+    )
+    moving = sum(r.action not in _STILL for r in rows)
+    print(
+        f"\n{len(rows)} tags in {options.destination}/{repo.rsplit('/', 1)[-1]}: "
+        f"{moving} change, {len(rows) - moving} stay"
+    )
+    if stale is None:
+        print("(staleness not checked: no Docker daemon to identify the base images)")
+    return 0
+
+
+_STILL = frozenset({Action.KEEP, Action.KEEP_NEWER, Action.KEEP_OTHER, Action.STALE_KEPT})
 
 
 def _destination(args: argparse.Namespace, reporter: Reporter) -> Destination:
@@ -419,15 +541,22 @@ def _destination(args: argparse.Namespace, reporter: Reporter) -> Destination:
 def _run(matrix: Matrix, the_plan: Plan, options: Options, reporter: Reporter) -> int:
     verb = "publishing" if options.destination else "building"
     reporter.step("plan", f"{verb} {len(the_plan.images)} images from {matrix.path}")
-    outcomes = publish(matrix, the_plan, options, reporter)
     if options.dry_run:
+        describe(the_plan, options, reporter)
         return 0
-    print(summary(outcomes))
-    failed = [o for o in outcomes if o.status == "failed"]
+    return _report(publish(matrix, the_plan, options, reporter))
+
+
+def _report(result: Result) -> int:
+    print(summary(result.outcomes))
+    for note in result.notes:
+        print(note)
+    failed = [o for o in result.outcomes if o.failed]
     if failed:
+        named = ", ".join(o.image.id for o in failed[:3])
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
         raise BuildError(
-            f"{len(failed)} of {len(outcomes)} images failed "
-            f"({', '.join(o.image.id for o in failed)}); "
+            f"{len(failed)} of {len(result.outcomes)} images failed ({named}{more}); "
             "nothing was pushed and no rolling tag moved"
         )
     return 0
@@ -441,7 +570,7 @@ def summary(outcomes: list[Outcome]) -> str:
             f"{o.size / 1e6:.0f} MB" if o.size else "-",
             o.digest[:19] if o.digest else "-",
             f"{o.seconds:.1f}",
-            o.status if not o.error else f"{o.status}: {o.error}",
+            str(o.status) if not o.error else f"{o.status}: {o.error}",
         )
         for o in outcomes
     ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .errors import PublisherError
 from .matrix import REPOSITORY_RE
+from .registry import Credentials, RegistryClient
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,3 +38,10 @@ class Destination:
 
     def __str__(self) -> str:
         return self.host + (f"/{self.namespace}" if self.namespace else "")
+
+
+def open_registry(destination: Destination, credentials: Credentials | None) -> RegistryClient:
+    """A client for the destination, with the given credentials or the Docker config's."""
+    if credentials is not None:
+        return RegistryClient(destination.host, credentials=credentials)
+    return RegistryClient.from_docker_config(destination.host)

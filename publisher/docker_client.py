@@ -55,7 +55,8 @@ def connect() -> docker.DockerClient:
     except (DockerException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DockerUnavailable(
-            f"cannot reach the Docker daemon at {daemon_address()}: {reason}"
+            f"cannot reach the Docker daemon at {daemon_address()}: {reason} "
+            "(is dockerd running? DOCKER_HOST names the daemon to use)"
         ) from None
 
 
@@ -83,15 +84,22 @@ def image_identity(client: docker.DockerClient, reference: str) -> str:
         ) from None
 
 
-def ensure_image(client: docker.DockerClient, reference: str) -> None:
-    """Pull ``reference`` unless the daemon already has it."""
+def has_image(client: docker.DockerClient, reference: str) -> bool:
     try:
         client.images.get(reference)
-        return
+        return True
     except ImageNotFound:
-        pass
+        return False
+
+
+def ensure_image(
+    client: docker.DockerClient, reference: str, auth: dict[str, str] | None = None
+) -> None:
+    """Pull ``reference`` unless the daemon already has it."""
+    if has_image(client, reference):
+        return
     try:
-        client.images.pull(reference)
+        client.images.pull(reference, auth_config=auth)
     except (APIError, NotFound) as exc:
         raise BuildError(f"cannot pull base image {reference}: {_explain(exc)}") from None
 

@@ -14,17 +14,25 @@ A mirror of PyPI does; a wheelhouse of runtime packages alone does not.
 
 from __future__ import annotations
 
+import dataclasses
 import email.parser
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SourceError
-from .plan import Revision
+from . import labels
+from .build import NightlySource
+from .destination import open_registry
+from .errors import MatrixError, SourceError
+from .matrix import Matrix
+from .plan import Plan, Revision, plan
+from .progress import Reporter
+from .publish import Options, Result, describe, publish
 from .wheels import IndexOptions, redact
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -41,6 +49,83 @@ class Artifact:
     wheel: Path
     version: str
     revision: Revision
+
+
+def source_of(matrix: Matrix, location: str | None, ref: str | None) -> Source:
+    """The source to build: the arguments' or the matrix's; a local path in the matrix is
+    relative to the matrix, like its other paths."""
+    if matrix.nightly is None:
+        raise MatrixError(f"{matrix.path}: has no 'nightly' section, so there is nothing to build")
+    local = Path(location) if location else matrix.path.parent / matrix.nightly.repository
+    chosen = location or matrix.nightly.repository
+    if local.exists():
+        chosen = str(local.resolve())
+    return Source(location=chosen, ref=ref or matrix.nightly.ref)
+
+
+def run(
+    matrix: Matrix,
+    source: Source,
+    sha: str,
+    select: list[str],
+    options: Options,
+    reporter: Reporter,
+) -> Result | None:
+    """Build and publish commit ``sha`` of ``source`` unless the registry already has it.
+
+    None means there was nothing to do (or only a dry run to describe).
+    """
+    selected = plan(matrix, nightly=True).select(select)
+    if options.dry_run:
+        unresolved = plan(matrix, nightly=True, revision=Revision(sha=sha, date="YYYYMMDD"))
+        describe(unresolved.select(select), options, reporter)
+        return None
+    if not options.build.force and _published(selected, options, sha, reporter):
+        return None
+    with tempfile.TemporaryDirectory(prefix="publisher-nightly-") as tmp:
+        reporter.step("nightly", f"building prefect's wheel at {sha[:12]}")
+        artifact = build_wheel(source, sha, Path(tmp), options.build.index)
+        reporter.step(
+            "nightly",
+            f"built {artifact.wheel.name} (prefect {artifact.version}, "
+            f"committed {artifact.revision.date} UTC)",
+        )
+        images = plan(matrix, nightly=True, revision=artifact.revision).select(select).images
+        the_plan = Plan(
+            images=tuple(dataclasses.replace(i, prefect_version=artifact.version) for i in images)
+        )
+        settings = dataclasses.replace(
+            options.build, nightly=NightlySource(wheel=artifact.wheel, revision=sha)
+        )
+        return publish(matrix, the_plan, dataclasses.replace(options, build=settings), reporter)
+
+
+def _published(selected: Plan, options: Options, sha: str, reporter: Reporter) -> bool:
+    """True when every nightly image's rolling tag in the registry was built from ``sha``.
+
+    The commit is read from the registry (the revision label of the image config), never
+    from local state, so any machine can run the nightly. An image without a rolling tag
+    cannot be looked up before its commit date is known, so it counts as not published.
+    """
+    if options.destination is None:
+        return False
+    with open_registry(options.destination, options.credentials) as client:
+        for image in selected.images:
+            if not image.rolling_tags:
+                return False
+            repo = options.destination.path(image.repository)
+            for tag in image.rolling_tags:
+                if client.digest(repo, tag) is None:
+                    return False
+                if client.labels(repo, tag).get(labels.REVISION) != sha:
+                    return False
+    tags = ", ".join(t for i in selected.images for t in i.rolling_tags)
+    reporter.step(
+        "nightly",
+        f"{tags} in {options.destination} already built from {sha[:12]}; "
+        "nothing to build (--force rebuilds)",
+    )
+    return True
 
 
 def resolve(source: Source) -> str:

@@ -1,129 +1,298 @@
-"""Build, smoke-test and push a plan.
+"""Publishing a plan, in one direction:
 
-The order is what makes a release safe to interrupt and to repeat:
-1. every selected image is built (or found unchanged in the registry) and smoke-tested;
-   if any fails, nothing is pushed;
-2. every image's immutable tags are pushed and read back from the registry;
-3. only then are rolling tags (latest*, core, master) re-pointed, by manifest copy, so a
-   rolling tag never names an image that is not wholly in the registry.
+    plan -> what the registry holds -> work -> build and test -> push immutable -> move rolling
+
+1. One survey of the destination (a manifest HEAD per planned tag, in parallel) says which
+   images are published. A published image is never rebuilt and its immutable tags never
+   move (no-clobber); only ``--replace`` rebuilds one and moves them.
+2. The images to build are built and smoke-tested; if any fails, nothing is pushed.
+3. Each new image is pushed under its first immutable tag, its other immutable tags are
+   added by manifest copy, and every tag is read back and compared by digest.
+4. Only then are rolling tags re-pointed, and never to an older release than the one
+   they name now (changes.rolling_action).
 A run killed anywhere is completed by running it again: what reached the registry is
-recognised by its fingerprint and not rebuilt.
+published, so it is neither rebuilt nor pushed again.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
-import docker
-
-from . import docker_client, fingerprint, wheels
-from .build import (
-    REVISION_LABEL,
-    Group,
-    Outcome,
-    Recipe,
-    Settings,
-    build_group,
-    groups_of,
-)
-from .destination import Destination
+from . import labels
+from . import plan as planning
+from .build import Built, Group, Settings, groups_of
+from .changes import Action, Holdings, Work, immutable_action, published_digest, rolling_action
+from .changes import work_list as make_work_list
+from .destination import Destination, open_registry
+from .engine import Engine, docker_engine
 from .errors import RegistryError
 from .matrix import Matrix
+from .outcome import Outcome, Status
 from .plan import Image, Plan
 from .progress import Reporter
-from .registry import Credentials, RegistryClient
+from .registry import Credentials
 
-__all__ = ["REVISION_LABEL", "Options", "Outcome", "publish", "registry_client"]
+SURVEY_WORKERS = 8
 
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
-    destination: Destination | None  # None: build and test into the local daemon only
+    build: Settings
+    destination: Destination | None = None  # None: build and test into the local daemon
     credentials: Credentials | None = None
-    index: wheels.IndexOptions = field(default_factory=wheels.IndexOptions)
-    base_image: str | None = None  # overrides the matrix's template
-    dockerfiles: Path
+    jobs: int = 2  # Python lanes built at once
+    replace: tuple[str, ...] = ()  # globs of published images to rebuild and move
+    allow_downgrade: bool = False
     dry_run: bool = False
-    force: bool = False
-    jobs: int = 2
-    wheel: Path | None = None  # a nightly's locally built prefect wheel
-    revision: str | None = None  # a nightly's commit
 
     @property
-    def settings(self) -> Settings:
-        return Settings(
-            dockerfiles=self.dockerfiles,
-            index=self.index,
-            base_image=self.base_image,
-            force=self.force,
-            wheel=self.wheel,
-            revision=self.revision,
+    def auth(self) -> dict[str, str] | None:
+        if self.credentials is None:
+            return None
+        return {"username": self.credentials.username, "password": self.credentials.password}
+
+
+class Registry(Protocol):
+    """What publishing needs of a registry (RegistryClient, or a fake in unit tests)."""
+
+    def digest(self, repo: str, ref: str) -> str | None: ...
+
+    def labels(self, repo: str, ref: str) -> dict[str, str]: ...
+
+    def copy_tag(self, repo: str, source_ref: str, tag: str) -> str: ...
+
+
+Engines = Callable[[], AbstractContextManager[Engine]]
+
+
+def survey(registry: Registry, repo: str, tags: Iterable[str]) -> Holdings:
+    """What each tag names now: one manifest HEAD per tag, a few at a time.
+
+    A HEAD does not count against Docker Hub's pull limits; a manifest GET does.
+    """
+    names = list(dict.fromkeys(tags))
+    if not names:
+        return Holdings(digests={})
+    with ThreadPoolExecutor(max_workers=min(SURVEY_WORKERS, len(names))) as pool:
+        found = list(pool.map(lambda tag: registry.digest(repo, tag), names))
+    return Holdings(digests=dict(zip(names, found, strict=True)))
+
+
+def version_of(registry: Registry, repo: str, digest: str) -> str | None:
+    """The Prefect version an image in the registry says it holds (one manifest GET)."""
+    return registry.labels(repo, digest).get(labels.VERSION)
+
+
+def core_cells(matrix: Matrix, the_plan: Plan) -> dict[tuple[str, str], Image]:
+    """The planned core image (no extras) of each release version and Python, whether
+    selected or not: a group to build can be built on it when it is published."""
+    if any(image.nightly for image in the_plan.images):
+        return {}
+    return {
+        (image.prefect_version, image.python_version): image
+        for image in planning.plan(matrix).images
+        if not image.extras
+    }
+
+
+@dataclass
+class Publication:
+    """One run: the registry and engine factory it works with, and what it has found."""
+
+    matrix: Matrix
+    options: Options
+    reporter: Reporter
+    registry: Registry | None
+    engines: Engines
+    notes: list[str] = field(default_factory=list)
+
+    def run(self, the_plan: Plan) -> list[Outcome]:
+        outcomes = {image.id: Outcome(image=image) for image in the_plan.images}
+        cores = core_cells(self.matrix, the_plan)
+        holdings = self.holdings(the_plan, cores)
+        work = make_work_list(the_plan, holdings, self.options.replace)
+        for item in work:
+            if not item.build:
+                outcome = outcomes[item.image.id]
+                outcome.advance(Status.PUBLISHED)
+                outcome.digest = item.published or ""
+                self.reporter.step(item.image.id, "published; not rebuilding")
+        to_build = [item for item in work if item.build]
+        for built in self.build(self.groups(to_build, holdings, cores)):
+            _record(outcomes[built.image.id], built)
+        ordered = list(outcomes.values())
+        if any(o.failed for o in ordered):
+            for outcome in ordered:
+                if outcome.status is Status.TESTED:
+                    outcome.advance(Status.NOT_PUSHED)
+            return ordered
+        if self.registry is None or self.options.destination is None:
+            self.tag_locally([o for o in ordered if o.status is Status.TESTED])
+            return ordered
+        self.push_immutable(work, outcomes, holdings)
+        for item in work:
+            self.move_rolling(outcomes[item.image.id], holdings)
+        return ordered
+
+    def holdings(self, the_plan: Plan, cores: dict[tuple[str, str], Image]) -> Holdings:
+        if self.registry is None or self.options.destination is None:
+            return Holdings(digests={})
+        repo = self.options.destination.path(self.matrix.image)
+        wanted = {(i.prefect_version, i.python_version) for i in the_plan.images}
+        extra = [t for key, core in cores.items() if key in wanted for t in core.immutable_tags]
+        tags = [t.name for image in the_plan.images for t in image.tags] + extra
+        started = time.monotonic()
+        found = survey(self.registry, repo, tags)
+        present = sum(d is not None for d in found.digests.values())
+        self.reporter.step(
+            "registry",
+            f"{self.options.destination}: {present} of {len(found.digests)} tags exist "
+            f"({time.monotonic() - started:.1f}s)",
         )
+        return found
+
+    def groups(
+        self, work: list[Work], holdings: Holdings, cores: dict[tuple[str, str], Image]
+    ) -> list[Group]:
+        building = {item.image.id for item in work}
+        groups = []
+        for group in groups_of(item.image for item in work):
+            replaces = {
+                i.image.id: i.published or "" for i in work if i.replace and i.image in group.images
+            }
+            core = cores.get((group.version, group.python))
+            published = None
+            if core is not None and core.id not in building and not replaces:
+                published = published_digest(core, holdings)
+            reference = None
+            if core is not None and published is not None and self.options.destination:
+                reference = f"{self.options.destination.reference(core.repository)}@{published}"
+            groups.append(replace(group, published_core=reference, replaces=replaces))
+        return groups
+
+    def build(self, groups: list[Group]) -> list[Built]:
+        if not groups:
+            return []
+
+        def lane(lane_groups: list[Group]) -> list[Built]:
+            with self.engines() as engine:
+                return [built for group in lane_groups for built in engine.build(group)]
+
+        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+            futures = [pool.submit(lane, groups) for groups in _lanes(groups)]
+            return [built for future in futures for built in future.result()]
+
+    def tag_locally(self, outcomes: list[Outcome]) -> None:
+        if not outcomes:
+            return
+        with self.engines() as engine:
+            for outcome in outcomes:
+                for tag in outcome.image.tags:
+                    engine.tag(outcome.local_id, self.matrix.image, tag.name)
+                outcome.advance(Status.BUILT)
+
+    def push_immutable(
+        self, work: list[Work], outcomes: dict[str, Outcome], holdings: Holdings
+    ) -> None:
+        new = [item for item in work if outcomes[item.image.id].status is Status.TESTED]
+        if new:
+            with self.engines() as engine:
+                for item in new:
+                    self.push_new(engine, item, outcomes[item.image.id], holdings)
+        for item in work:
+            if outcomes[item.image.id].status is Status.PUBLISHED:
+                self.add_aliases(item, outcomes[item.image.id], holdings, skip=())
+
+    def push_new(self, engine: Engine, item: Work, outcome: Outcome, holdings: Holdings) -> None:
+        assert self.registry is not None and self.options.destination is not None
+        image = item.image
+        repo = self.options.destination.path(image.repository)
+        reference = self.options.destination.reference(image.repository)
+        anchor = _anchor(image)
+        started = time.monotonic()
+        self.reporter.step(image.id, f"pushing {reference}:{anchor}")
+        result = engine.push(outcome.local_id, reference, anchor)
+        outcome.digest = _verified(self.registry, repo, anchor, result.digest)
+        outcome.bytes_uploaded += result.bytes_uploaded
+        outcome.advance(Status.REPLACED if item.replace else Status.PUSHED)
+        self.add_aliases(item, outcome, holdings, skip=(anchor,))
+        outcome.seconds += time.monotonic() - started
+        if item.replace:
+            outcome.replaced = item.published or ""
+            for tag in image.immutable_tags:
+                old = holdings.of(tag)
+                if old is not None and old != outcome.digest:
+                    self.note(image, f"replaced {tag}: {old} -> {outcome.digest}")
+        self.reporter.step(image.id, f"in the registry as {', '.join(image.immutable_tags)}")
+
+    def add_aliases(
+        self, item: Work, outcome: Outcome, holdings: Holdings, *, skip: tuple[str, ...]
+    ) -> None:
+        assert self.registry is not None and self.options.destination is not None
+        repo = self.options.destination.path(item.image.repository)
+        for tag in item.image.immutable_tags:
+            if tag in skip:
+                continue
+            action = immutable_action(item, tag, holdings)
+            if action is Action.KEEP_OTHER:
+                self.note(
+                    item.image,
+                    f"kept {tag}: it names {holdings.of(tag)}, another image "
+                    f"(--replace {item.image.id} moves it)",
+                )
+            elif action is not Action.KEEP:
+                self.registry.copy_tag(repo, outcome.digest, tag)
+                _verified(self.registry, repo, tag, outcome.digest)
+                if action is Action.ADD_ALIAS:
+                    self.reporter.step(item.image.id, f"added alias {tag}")
+
+    def move_rolling(self, outcome: Outcome, holdings: Holdings) -> None:
+        assert self.registry is not None and self.options.destination is not None
+        image = outcome.image
+        repo = self.options.destination.path(image.repository)
+        for tag in image.rolling_tags:
+            now = holdings.of(tag)
+            if now == outcome.digest:
+                continue
+            check = now is not None and not image.nightly and not self.options.allow_downgrade
+            held = version_of(self.registry, repo, now) if check and now else None
+            action = rolling_action(
+                image,
+                now=now,
+                now_version=held,
+                target=outcome.digest,
+                allow_downgrade=self.options.allow_downgrade,
+            )
+            if action is Action.KEEP_NEWER:
+                self.note(
+                    image,
+                    f"kept {tag}: the registry holds {held}, newer than {image.prefect_version}",
+                )
+                continue
+            self.registry.copy_tag(repo, outcome.digest, tag)
+            _verified(self.registry, repo, tag, outcome.digest)
+            self.reporter.step(image.id, f"moved {tag} -> {outcome.digest[:19]}")
+
+    def note(self, image: Image, text: str) -> None:
+        self.notes.append(text)
+        self.reporter.step(image.id, text)
 
 
-def publish(matrix: Matrix, plan: Plan, options: Options, reporter: Reporter) -> list[Outcome]:
-    outcomes = {image.id: Outcome(image=image) for image in plan.images}
-    groups = groups_of(plan.images)
-    if options.dry_run:
-        _describe(matrix, groups, options, reporter)
-        for outcome in outcomes.values():
-            outcome.status = "dry run"
-        return list(outcomes.values())
-
-    client = docker_client.connect()
-    registry = None if options.destination is None else registry_client(options)
-    if registry is not None:
-        registry.ping()  # before any build: an unreachable registry wastes no build time
-        reporter.step("registry", f"{options.destination} answers")
-
-    def published(image: Image, recipe: Recipe) -> bool:
-        return _already_published(registry, options, image, recipe, outcomes, reporter)
-
-    def lane(lane_groups: list[Group]) -> None:
-        local = docker_client.connect()
-        try:
-            for group in lane_groups:
-                build_group(local, matrix, group, options.settings, outcomes, published, reporter)
-        finally:
-            local.close()
-
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        for future in [pool.submit(lane, lane_groups) for lane_groups in _lanes(groups)]:
-            future.result()
-
-    ordered = list(outcomes.values())
-    if any(o.status == "failed" for o in ordered):
-        for outcome in ordered:
-            if outcome.status == "tested":
-                outcome.status = "not pushed"
-        return ordered
-    if registry is None or options.destination is None:
-        _tag_locally(client, matrix.image, ordered)
-        return ordered
-
-    auth = None
-    if options.credentials is not None:
-        auth = {"username": options.credentials.username, "password": options.credentials.password}
-    for outcome in ordered:
-        _push_immutable(client, registry, options.destination, outcome, auth, reporter)
-    for outcome in ordered:
-        _move_rolling(registry, options.destination, outcome, reporter)
-    client.close()
-    return ordered
-
-
-def registry_client(options: Options) -> RegistryClient:
-    """A client for the destination, with the given credentials or the Docker config's."""
-    if options.destination is None:
-        raise ValueError("no destination")
-    if options.credentials is not None:
-        return RegistryClient(options.destination.host, credentials=options.credentials)
-    return RegistryClient.from_docker_config(options.destination.host)
+def _record(outcome: Outcome, built: Built) -> None:
+    outcome.seconds += built.seconds
+    if not built.ok:
+        outcome.advance(Status.FAILED, error=built.error)
+        return
+    outcome.local_id = built.local_id
+    outcome.size = built.size
+    outcome.fingerprint = built.fingerprint
+    outcome.advance(Status.TESTED)
 
 
 def _lanes(groups: list[Group]) -> list[list[Group]]:
@@ -138,106 +307,51 @@ def _lanes(groups: list[Group]) -> list[list[Group]]:
     return list(lanes.values())
 
 
-def _already_published(
-    registry: RegistryClient | None,
-    options: Options,
-    image: Image,
-    recipe: Recipe,
-    outcomes: dict[str, Outcome],
-    reporter: Reporter,
-) -> bool:
-    """True when the registry already holds this image built from these inputs.
-
-    One manifest HEAD, and for a present tag one manifest and one config read: no
-    build, no package resolution, no layer transfer.
-    """
-    if registry is None or options.destination is None or options.force:
-        return False
-    anchor = _anchor(image)
-    repo = options.destination.path(image.repository)
-    digest = registry.digest(repo, anchor)
-    if digest is None:
-        return False
-    if registry.labels(repo, anchor).get(fingerprint.LABEL_FINGERPRINT) != recipe.fingerprint:
-        return False
-    outcome = outcomes[image.id]
-    outcome.status = "unchanged"
-    outcome.digest = digest  # already read back from the registry: no second HEAD later
-    outcome.fingerprint = recipe.fingerprint
-    reporter.step(image.id, f"unchanged in the registry ({anchor}); not rebuilding")
-    return True
-
-
 def _anchor(image: Image) -> str:
     """The tag an image is pushed under first: its first immutable tag."""
     return image.immutable_tags[0] if image.immutable_tags else image.tags[0].name
 
 
-def _tag_locally(client: docker.DockerClient, repository: str, outcomes: Iterable[Outcome]) -> None:
-    for outcome in outcomes:
-        if outcome.local_id:
-            image = client.images.get(outcome.local_id)
-            for tag in outcome.image.tags:
-                image.tag(repository, tag.name)
-            outcome.status = "built"
-
-
-def _push_immutable(
-    client: docker.DockerClient,
-    registry: RegistryClient,
-    destination: Destination,
-    outcome: Outcome,
-    auth: dict[str, str] | None,
-    reporter: Reporter,
-) -> None:
-    image = outcome.image
-    repo = destination.path(image.repository)
-    reference = destination.reference(image.repository)
-    anchor = _anchor(image)
-    started = time.monotonic()
-    if outcome.status != "unchanged":
-        client.images.get(outcome.local_id).tag(reference, anchor)
-        reporter.step(image.id, f"pushing {reference}:{anchor}")
-        result = docker_client.push(client, reference, anchor, auth)
-        outcome.digest = _verified(registry, repo, anchor, result.digest)
-        outcome.bytes_uploaded += result.bytes_uploaded
-        outcome.status = "pushed"
-    copied = [
-        tag for tag in image.immutable_tags[1:] if registry.digest(repo, tag) != outcome.digest
-    ]
-    for tag in copied:
-        registry.copy_tag(repo, outcome.digest, tag)
-        _verified(registry, repo, tag, outcome.digest)
-    outcome.seconds += time.monotonic() - started
-    if outcome.status == "pushed" or copied:
-        reporter.step(image.id, f"in the registry as {', '.join(image.immutable_tags)}")
-
-
-def _move_rolling(
-    registry: RegistryClient, destination: Destination, outcome: Outcome, reporter: Reporter
-) -> None:
-    repo = destination.path(outcome.image.repository)
-    for tag in outcome.image.rolling_tags:
-        if registry.digest(repo, tag) == outcome.digest:
-            continue
-        registry.copy_tag(repo, outcome.digest, tag)
-        _verified(registry, repo, tag, outcome.digest)
-        reporter.step(outcome.image.id, f"moved {tag} -> {outcome.digest[:19]}")
-
-
-def _verified(registry: RegistryClient, repo: str, tag: str, expected: str | None) -> str:
+def _verified(registry: Registry, repo: str, tag: str, expected: str) -> str:
     actual = registry.digest(repo, tag)
     if actual is None:
         raise RegistryError(f"{repo}:{tag} is not in the registry after pushing it")
-    if expected is not None and actual != expected:
+    if actual != expected:
         raise RegistryError(f"{repo}:{tag} has digest {actual}, expected {expected}")
     return actual
 
 
-def _describe(matrix: Matrix, groups: list[Group], options: Options, reporter: Reporter) -> None:
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    outcomes: list[Outcome]
+    notes: list[str]
+
+
+def publish(matrix: Matrix, the_plan: Plan, options: Options, reporter: Reporter) -> Result:
+    """Run a publication against the real daemon and registry, closing both on every path."""
+    with ExitStack() as stack:
+        registry = None
+        if options.destination is not None:
+            registry = stack.enter_context(open_registry(options.destination, options.credentials))
+            registry.ping()  # before any build: an unreachable registry wastes no build time
+            reporter.step("registry", f"{options.destination} answers")
+
+        def engines() -> AbstractContextManager[Engine]:
+            return docker_engine(
+                matrix=matrix, settings=options.build, reporter=reporter, auth=options.auth
+            )
+
+        run = Publication(
+            matrix=matrix, options=options, reporter=reporter, registry=registry, engines=engines
+        )
+        return Result(outcomes=run.run(the_plan), notes=run.notes)
+
+
+def describe(the_plan: Plan, options: Options, reporter: Reporter) -> None:
+    """What a run would do, without a registry to compare with (a dry run of `build`)."""
     where = str(options.destination) if options.destination else "the local daemon only"
-    for group in groups:
-        base = (options.base_image or matrix.base_image).format(python=group.python)
+    for group in groups_of(the_plan.images):
+        base = options.build.base_for(group.images[0])
         reporter.step(group.subject, f"would resolve and build core FROM {base}")
         for image in group.images:
             kind = "the core image" if not image.extras else f"core + [{', '.join(image.extras)}]"

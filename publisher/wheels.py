@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+from packaging.utils import canonicalize_name
 
 from . import docker_client
 from .errors import BuildError
@@ -65,6 +66,7 @@ def download(
     dest: Path,
     index: IndexOptions,
     local_wheel: Path | None = None,
+    exclude: Sequence[str] = (),
 ) -> list[Path]:
     """Resolve ``requirements`` with the base image's own pip; wheels land in ``dest``.
 
@@ -72,6 +74,7 @@ def download(
     (packages the base already satisfies are left out, so an image never carries a second
     copy of them); then exactly those pins are fetched as wheels. ``local_wheel`` is
     mounted at /source so a requirement can name it as ``prefect @ file:///source/NAME``.
+    Projects named in ``exclude`` are left out (the parent image already has them).
     """
     dest.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -116,7 +119,7 @@ def download(
     elif code != 0:
         raise BuildError(f"cannot resolve {what} with {base_image}: {_pip_reason(output)}")
     else:
-        pins = _pins(json.loads(report.read_text()))
+        pins = _pins(json.loads(report.read_text()), exclude)
         report.unlink()
         if not pins:
             return []
@@ -127,11 +130,14 @@ def download(
     return sorted(dest.glob("*.whl"))
 
 
-def _pins(report: dict[str, Any]) -> list[str]:
+def _pins(report: dict[str, Any], exclude: Sequence[str] = ()) -> list[str]:
     """Exact requirements for what a pip installation report says it would install."""
     pins = []
+    skip = {canonicalize_name(name) for name in exclude}
     for item in report.get("install", []):
         name, version = item["metadata"]["name"], item["metadata"]["version"]
+        if canonicalize_name(name) in skip:
+            continue
         url = str(item.get("download_info", {}).get("url", ""))
         # A locally built wheel (a nightly) is named by its file, not looked up by version.
         pins.append(

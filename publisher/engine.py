@@ -1,0 +1,66 @@
+"""The Docker side of a publish, behind a small interface.
+
+`publish` talks to the daemon only through an Engine: build a group, tag an image,
+push a tag. The real one holds one daemon connection (a lane of the publisher owns
+one); unit tests hand `publish` an in-memory one instead.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from . import docker_client
+from .build import Builder, Built, Group, Settings
+from .docker_client import PushResult
+from .matrix import Matrix
+from .progress import Reporter
+
+
+class Engine(Protocol):
+    def build(self, group: Group) -> list[Built]: ...
+
+    def tag(self, local_id: str, repository: str, tag: str) -> None: ...
+
+    def push(self, local_id: str, repository: str, tag: str) -> PushResult: ...
+
+
+class DockerEngine:
+    def __init__(self, builder: Builder, auth: dict[str, str] | None) -> None:
+        self.builder = builder
+        self.client = builder.client
+        self.auth = auth
+
+    def build(self, group: Group) -> list[Built]:
+        return self.builder.build(group)
+
+    def tag(self, local_id: str, repository: str, tag: str) -> None:
+        self.client.images.get(local_id).tag(repository, tag)
+
+    def push(self, local_id: str, repository: str, tag: str) -> PushResult:
+        self.tag(local_id, repository, tag)
+        return docker_client.push(self.client, repository, tag, self.auth)
+
+
+@contextmanager
+def docker_engine(
+    *, matrix: Matrix, settings: Settings, reporter: Reporter, auth: dict[str, str] | None
+) -> Iterator[DockerEngine]:
+    """A fresh daemon connection and work directory, both closed on every path."""
+    client = docker_client.connect()
+    try:
+        with tempfile.TemporaryDirectory(prefix="publisher-") as tmp:
+            builder = Builder(
+                client,
+                matrix=matrix,
+                settings=settings,
+                reporter=reporter,
+                workdir=Path(tmp),
+                auth=auth,
+            )
+            yield DockerEngine(builder, auth)
+    finally:
+        client.close()
