@@ -1,0 +1,592 @@
+"""publish.Publication against an in-memory registry and engine: the order of the phases,
+no-clobber, no-downgrade, --replace, and that a run stopped anywhere is completed by the next."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fakes import FakeDaemon, FakeRegistry
+
+from publisher import publish
+from publisher.build import Settings
+from publisher.destination import Destination
+from publisher.errors import RegistryError, SelectionError
+from publisher.matrix import Matrix, load
+from publisher.outcome import Outcome, Status
+from publisher.plan import Plan, Revision, plan
+from publisher.progress import Reporter
+from publisher.registry import Credentials
+
+ROOT = Path(__file__).resolve().parent.parent
+DEST = Destination.parse("localhost:5000/ns")
+REPO = "ns/prefect"  # DEST.path("prefecthq/prefect")
+
+BASE: dict[str, Any] = {
+    "image": "prefecthq/prefect",
+    "base_image": "python:{python}-slim",
+    "versions": ["3.9.0", "3.9.1"],
+    "variants": {
+        "core": {"pythons": ["3.13"]},
+        "full": {"pythons": ["3.11", "3.13"], "default_python": "3.13", "extras": ["docker"]},
+    },
+    "tags": [
+        {"tag": "latest", "variant": "full", "python": "default", "release": "latest"},
+        {"tag": "latest-python{python}", "variant": "full", "release": "latest"},
+        {"tag": "{version}", "variant": "full", "python": "default"},
+        {"tag": "{version}-python{python}", "variant": "full"},
+        {"tag": "core", "variant": "core", "release": "latest"},
+        {"tag": "core-{version}", "variant": "core"},
+    ],
+}
+
+NIGHTLY_TAGS = [
+    {"tag": "master", "variant": "full", "python": "3.13", "release": "nightly"},
+    {"tag": "master-{date}-{sha}", "variant": "full", "python": "3.13", "release": "nightly"},
+]
+
+# examples/prefect3.yaml's scheme, plus a `latest` that only the highest release may hold.
+PREFECT3: dict[str, Any] = {
+    "image": "prefecthq/prefect",
+    "base_image": "python:{python}-slim",
+    "versions": ["2.20.1", "3.2.1"],
+    "variants": {"full": {"pythons": ["3.11", "3.12"], "default_python": "3.12", "extras": []}},
+    "tags": [
+        {"tag": "latest", "variant": "full", "python": "default", "release": "latest"},
+        {
+            "tag": "{major}-latest",
+            "variant": "full",
+            "python": "default",
+            "release": "latest-in-major",
+        },
+        {"tag": "{major}-python{python}", "variant": "full", "release": "latest-in-major"},
+        {
+            "tag": "{major}.{minor}-python{python}",
+            "variant": "full",
+            "release": "latest-in-minor",
+        },
+        {"tag": "{version}-python{python}", "variant": "full"},
+    ],
+}
+
+
+@pytest.fixture
+def matrix_of(tmp_path: Path) -> Callable[..., Matrix]:
+    """Load BASE (or ``base``) with top-level keys overridden."""
+    counter = iter(range(1000))
+
+    def make(base: dict[str, Any] = BASE, **overrides: Any) -> Matrix:
+        path = tmp_path / f"matrix-{next(counter)}.yaml"
+        path.write_text(yaml.safe_dump({**base, **overrides}, sort_keys=False))
+        return load(path)
+
+    return make
+
+
+def run(
+    matrix: Matrix,
+    registry: FakeRegistry | None,
+    the_plan: Plan | None = None,
+    *,
+    daemon: FakeDaemon | None = None,
+    destination: Destination | None = DEST,
+    **options: Any,
+) -> tuple[list[Outcome], publish.Publication, FakeDaemon]:
+    daemon = daemon or FakeDaemon()
+    daemon.registry = registry
+    publication = publish.Publication(
+        matrix=matrix,
+        options=publish.Options(
+            build=Settings(dockerfiles=ROOT / "dockerfiles"), destination=destination, **options
+        ),
+        reporter=Reporter(stream=io.StringIO()),
+        registry=registry,
+        engines=daemon.engines(),
+    )
+    outcomes = publication.run(the_plan or plan(matrix))
+    return outcomes, publication, daemon
+
+
+def by_id(outcomes: list[Outcome]) -> dict[str, Outcome]:
+    return {o.image.id: o for o in outcomes}
+
+
+def output(publication: publish.Publication) -> str:
+    stream = publication.reporter._stream
+    assert isinstance(stream, io.StringIO)
+    return stream.getvalue()
+
+
+# -- a first publish ---------------------------------------------------------------------
+
+
+def test_first_publish_pushes_every_image_then_moves_rolling_tags(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    matrix = matrix_of()
+    the_plan = plan(matrix)
+    registry = FakeRegistry()
+    outcomes, _, daemon = run(matrix, registry, the_plan)
+
+    assert {o.status for o in outcomes} == {Status.PUSHED}
+    assert sorted(daemon.built_ids()) == sorted(i.id for i in the_plan.images)
+    state = registry.state(REPO)
+    for outcome in outcomes:
+        assert outcome.digest.startswith("sha256:")
+        for tag in outcome.image.tags:
+            assert state[tag.name] == outcome.digest, tag.name
+    assert len(set(state.values())) == len(the_plan.images)
+    # One push per image (under its first immutable tag); the other tags by manifest copy.
+    assert sorted(daemon.pushed_tags()) == sorted(i.immutable_tags[0] for i in the_plan.images)
+    assert len(registry.methods("put")) == len(the_plan.images)
+    assert daemon.opened == daemon.closed > 0
+
+
+def test_every_rolling_copy_comes_after_every_immutable_tag_is_read_back(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    matrix = matrix_of()
+    the_plan = plan(matrix)
+    registry = FakeRegistry()
+    run(matrix, registry, the_plan)
+
+    immutable = {t for i in the_plan.images for t in i.immutable_tags}
+    rolling = {t for i in the_plan.images for t in i.rolling_tags}
+    calls = registry.calls
+    last_read_back = max(
+        n for n, c in enumerate(calls) if c.method == "digest" and c.ref in immutable
+    )
+    rolling_copies = [n for n, c in enumerate(calls) if c.method == "copy_tag" and c.ref in rolling]
+    assert sorted(c.ref for c in calls if c.method == "copy_tag" and c.ref in rolling) == sorted(
+        rolling
+    )
+    assert min(rolling_copies) > last_read_back
+    # Every write is followed by a read-back of the tag it wrote.
+    for n, call in enumerate(calls):
+        if call.method in ("put", "copy_tag"):
+            assert any(c.method == "digest" and c.ref == call.ref for c in calls[n + 1 :])
+
+
+def test_one_failure_pushes_nothing(matrix_of: Callable[..., Matrix]) -> None:
+    matrix = matrix_of()
+    registry = FakeRegistry()
+    daemon = FakeDaemon(fail={"full-3.9.1-py3.11": "`prefect version` reports 3.9.0"})
+    outcomes, _, _ = run(matrix, registry, daemon=daemon)
+
+    statuses = {o.image.id: o.status for o in outcomes}
+    assert statuses.pop("full-3.9.1-py3.11") is Status.FAILED
+    assert set(statuses.values()) == {Status.NOT_PUSHED}
+    assert by_id(outcomes)["full-3.9.1-py3.11"].error == "`prefect version` reports 3.9.0"
+    assert registry.writes_logged() == []
+    assert registry.state(REPO) == {}
+    assert daemon.pushed_tags() == []
+
+
+def test_tag_locally_without_a_destination(matrix_of: Callable[..., Matrix]) -> None:
+    matrix = matrix_of()
+    the_plan = plan(matrix)
+    outcomes, _, daemon = run(matrix, None, the_plan, destination=None)
+
+    assert {o.status for o in outcomes} == {Status.BUILT}
+    tagged = [ref for method, ref in daemon.calls if method == "tag"]
+    assert sorted(tagged) == sorted(t.name for i in the_plan.images for t in i.tags)
+    for outcome in outcomes:
+        assert daemon.local_tags[f"prefecthq/prefect:{outcome.image.tags[0].name}"] == (
+            outcome.local_id
+        )
+    assert daemon.pushed_tags() == []
+
+
+# -- republishing ------------------------------------------------------------------------
+
+
+def test_republishing_builds_nothing_and_only_heads(matrix_of: Callable[..., Matrix]) -> None:
+    matrix = matrix_of()
+    the_plan = plan(matrix)
+    registry = FakeRegistry()
+    run(matrix, registry, the_plan)
+    before = registry.state(REPO)
+    registry.calls.clear()
+
+    outcomes, _, daemon = run(matrix, registry, the_plan)
+
+    assert {o.status for o in outcomes} == {Status.PUBLISHED}
+    assert daemon.built_ids() == []
+    assert daemon.pushed_tags() == []
+    assert daemon.opened == 0  # no engine needed at all
+    assert registry.methods("labels") == []
+    assert registry.writes_logged() == []
+    planned = {t.name for i in the_plan.images for t in i.tags}
+    heads = registry.methods("digest")
+    assert sorted(c.ref for c in heads) == sorted(planned)  # one HEAD per planned tag
+    assert registry.state(REPO) == before
+    assert by_id(outcomes)["full-3.9.1-py3.13"].digest == before["3.9.1"]
+
+
+def test_a_missing_alias_is_added_by_copy(matrix_of: Callable[..., Matrix]) -> None:
+    registry = FakeRegistry()
+    run(matrix_of(), registry)
+    before = registry.state(REPO)
+    rule = {"tag": "{version}-full-python{python}", "variant": "full"}
+    matrix = matrix_of(tags=[*BASE["tags"], rule])
+    registry.calls.clear()
+
+    outcomes, publication, daemon = run(matrix, registry)
+
+    assert daemon.built_ids() == []
+    assert registry.methods("put") == []
+    copied = sorted(c.ref for c in registry.methods("copy_tag"))
+    assert copied == sorted(
+        f"{v}-full-python{p}" for v in ("3.9.0", "3.9.1") for p in ("3.11", "3.13")
+    )
+    after = registry.state(REPO)
+    assert after["3.9.1-full-python3.11"] == before["3.9.1-python3.11"]
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert {o.status for o in outcomes} == {Status.PUBLISHED}
+    assert "added alias 3.9.0-full-python3.13" in output(publication)
+
+
+def test_an_immutable_tag_naming_another_image_is_kept(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    matrix = matrix_of()
+    registry = FakeRegistry()
+    first = registry.seed(REPO, ["3.9.1"], {"org.opencontainers.image.version": "3.9.1"}, "a")
+    other = registry.seed(REPO, ["3.9.1-python3.13"], {}, "b")
+
+    outcomes, publication, daemon = run(matrix, registry)
+
+    assert "full-3.9.1-py3.13" not in daemon.built_ids()
+    assert by_id(outcomes)["full-3.9.1-py3.13"].status is Status.PUBLISHED
+    assert registry.state(REPO)["3.9.1-python3.13"] == other
+    assert registry.state(REPO)["latest"] == first
+    assert (
+        f"kept 3.9.1-python3.13: it names {other}, another image "
+        "(--replace full-3.9.1-py3.13 moves it)" in publication.notes
+    )
+
+
+# -- --replace ---------------------------------------------------------------------------
+
+
+def test_replace_rebuilds_just_those_images_and_moves_their_tags(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    matrix = matrix_of()
+    registry = FakeRegistry()
+    run(matrix, registry)
+    before = registry.state(REPO)
+
+    outcomes, publication, daemon = run(matrix, registry, replace=("core-*",))
+
+    assert sorted(daemon.built_ids()) == ["core-3.9.0-py3.13", "core-3.9.1-py3.13"]
+    after = registry.state(REPO)
+    moved = {tag for tag in after if after[tag] != before[tag]}
+    assert moved == {"core-3.9.0", "core-3.9.1", "core"}
+    statuses = by_id(outcomes)
+    for ident, old_tag in (
+        ("core-3.9.0-py3.13", "core-3.9.0"),
+        ("core-3.9.1-py3.13", "core-3.9.1"),
+    ):
+        outcome = statuses[ident]
+        assert outcome.status is Status.REPLACED
+        assert outcome.replaced == before[old_tag]
+        assert f"replaced {old_tag}: {before[old_tag]} -> {after[old_tag]}" in publication.notes
+    assert after["core"] == after["core-3.9.1"]
+    assert {o.status for o in outcomes if o.image.variant == "full"} == {Status.PUBLISHED}
+    for group in daemon.groups:
+        assert group.published_core is None
+        assert group.replaces == {i.id: before[i.immutable_tags[0]] for i in group.images}
+
+
+def test_a_replace_glob_matching_nothing_is_refused(matrix_of: Callable[..., Matrix]) -> None:
+    registry = FakeRegistry()
+    with pytest.raises(SelectionError, match="nope-"):
+        run(matrix_of(), registry, replace=("nope-*",))
+    assert registry.writes_logged() == []
+
+
+def test_a_group_with_a_replace_never_builds_on_the_published_core(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    matrix = matrix_of()
+    registry = FakeRegistry()
+    run(matrix, registry)
+    before = registry.state(REPO)
+
+    _, _, daemon = run(matrix, registry, replace=("full-3.9.1-py3.13",))
+
+    (group,) = daemon.groups
+    assert [i.id for i in group.images] == ["full-3.9.1-py3.13"]
+    assert group.published_core is None  # its core is published, but not built on
+    assert group.replaces == {"full-3.9.1-py3.13": before["3.9.1"]}
+    after = registry.state(REPO)
+    assert after["3.9.1"] != before["3.9.1"]
+    assert after["core-3.9.1"] == before["core-3.9.1"]
+
+
+def test_a_new_variant_builds_on_the_published_core(matrix_of: Callable[..., Matrix]) -> None:
+    matrix = matrix_of()
+    registry = FakeRegistry()
+    run(matrix, registry, plan(matrix).select(["core-*"]))
+    cores = registry.state(REPO)
+    assert set(cores) == {"core", "core-3.9.0", "core-3.9.1"}
+
+    outcomes, _, daemon = run(matrix, registry, plan(matrix).select(["full-*"]))
+
+    published = {(g.version, g.python): g.published_core for g in daemon.groups}
+    assert published == {
+        ("3.9.0", "3.13"): f"localhost:5000/ns/prefect@{cores['core-3.9.0']}",
+        ("3.9.1", "3.13"): f"localhost:5000/ns/prefect@{cores['core-3.9.1']}",
+        ("3.9.0", "3.11"): None,  # no core cell on 3.11
+        ("3.9.1", "3.11"): None,
+    }
+    assert all(not g.replaces for g in daemon.groups)
+    assert {o.status for o in outcomes} == {Status.PUSHED}
+    # The core's tags were surveyed (that is how it was found) but not touched.
+    assert {k: v for k, v in registry.state(REPO).items() if k.startswith("core")} == cores
+
+
+# -- no-downgrade ------------------------------------------------------------------------
+
+
+def test_an_older_release_does_not_take_latest(matrix_of: Callable[..., Matrix]) -> None:
+    registry = FakeRegistry()
+    run(matrix_of(), registry)
+    before = registry.state(REPO)
+
+    older = matrix_of(versions=["3.8.5"])
+    outcomes, publication, _ = run(older, registry)
+
+    after = registry.state(REPO)
+    for tag in ("latest", "latest-python3.11", "latest-python3.13", "core"):
+        assert after[tag] == before[tag], tag
+    assert "kept latest: the registry holds 3.9.1, newer than 3.8.5" in publication.notes
+    assert "kept core: the registry holds 3.9.1, newer than 3.8.5" in publication.notes
+    for tag in ("3.8.5", "3.8.5-python3.11", "3.8.5-python3.13", "core-3.8.5"):
+        assert tag in after
+    assert {o.status for o in outcomes} == {Status.PUSHED}
+    assert not any(o.failed for o in outcomes)
+
+
+def test_allow_downgrade_moves_latest_without_reading_labels(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    registry = FakeRegistry()
+    run(matrix_of(), registry)
+    registry.calls.clear()
+
+    run(matrix_of(versions=["3.8.5"]), registry, allow_downgrade=True)
+
+    after = registry.state(REPO)
+    assert after["latest"] == after["3.8.5"]
+    assert after["core"] == after["core-3.8.5"]
+    assert registry.methods("labels") == []
+
+
+def test_a_backport_moves_only_its_own_lines_tags(matrix_of: Callable[..., Matrix]) -> None:
+    registry = FakeRegistry()
+    run(matrix_of(PREFECT3), registry)
+    before = registry.state(REPO)
+    assert before["latest"] == before["3-latest"] == before["3.2.1-python3.12"]
+
+    outcomes, publication, _ = run(matrix_of(PREFECT3, versions=["2.20.2"]), registry)
+
+    after = registry.state(REPO)
+    moved = {tag for tag in after if before.get(tag) != after[tag]}
+    assert moved == {
+        "2-latest",
+        "2-python3.11",
+        "2-python3.12",
+        "2.20-python3.11",
+        "2.20-python3.12",
+        "2.20.2-python3.11",
+        "2.20.2-python3.12",
+    }
+    assert after["2-latest"] == after["2.20.2-python3.12"]
+    assert "kept latest: the registry holds 3.2.1, newer than 2.20.2" in publication.notes
+    assert {o.status for o in outcomes} == {Status.PUSHED}
+
+
+def test_nightly_rolling_tags_follow_the_ref_even_backwards(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    matrix = matrix_of(
+        tags=[*BASE["tags"], *NIGHTLY_TAGS],
+        nightly={"repository": "https://github.com/PrefectHQ/prefect.git", "ref": "main"},
+    )
+
+    def nightly_plan(sha: str, date: str, version: str) -> Plan:
+        images = plan(matrix, nightly=True, revision=Revision(sha=sha, date=date)).images
+        return Plan(images=tuple(dataclasses.replace(i, prefect_version=version) for i in images))
+
+    registry = FakeRegistry()
+    run(matrix, registry, nightly_plan("a" * 40, "20250101", "3.10.0.dev5"))
+    first = registry.state(REPO)
+    assert first["master"] == first["master-20250101-aaaaaaa"]
+    registry.calls.clear()
+
+    outcomes, publication, daemon = run(
+        matrix, registry, nightly_plan("b" * 40, "20250102", "3.10.0.dev1")
+    )
+
+    after = registry.state(REPO)
+    assert after["master"] == after["master-20250102-bbbbbbb"] != first["master"]
+    assert after["master-20250101-aaaaaaa"] == first["master"]
+    assert publication.notes == []
+    assert registry.methods("labels") == []
+    assert all(g.published_core is None for g in daemon.groups)
+    assert {o.status for o in outcomes} == {Status.PUSHED}
+
+
+# -- resuming ----------------------------------------------------------------------------
+
+
+def _check_rolling_safe(
+    registry: FakeRegistry, the_plan: Plan, before: dict[str, str], pushed: set[str]
+) -> None:
+    """A rolling tag names a pushed image; one that moved, only after every immutable tag."""
+    state = registry.state(REPO)
+    immutable = {t for i in the_plan.images for t in i.immutable_tags}
+    for image in the_plan.images:
+        for tag in image.rolling_tags:
+            if tag not in state:
+                continue
+            assert state[tag] in pushed, tag
+            if state[tag] != before.get(tag):
+                assert immutable <= set(state), f"{tag} moved before every immutable tag"
+                assert state[tag] == state[image.immutable_tags[0]]
+
+
+@pytest.mark.parametrize("start", ["empty", "older release published"])
+def test_a_run_stopped_after_any_write_is_completed_by_the_next(
+    matrix_of: Callable[..., Matrix], start: str
+) -> None:
+    if start == "empty":
+        seed_matrix = None
+        matrix = matrix_of()
+    else:
+        seed_matrix = matrix_of(versions=["3.9.0"])
+        matrix = matrix_of(versions=["3.9.0", "3.9.1"])
+    the_plan = plan(matrix)
+
+    def fresh(fail_after: int | None = None) -> FakeRegistry:
+        registry = FakeRegistry()
+        if seed_matrix is not None:
+            run(seed_matrix, registry)
+        registry.fail_after_writes = None if fail_after is None else registry.writes + fail_after
+        return registry
+
+    reference = fresh()
+    start_writes = reference.writes
+    run(matrix, reference, the_plan)
+    expected = reference.state(REPO)
+    writes = reference.writes - start_writes
+    assert writes > len(the_plan.images)
+
+    for k in range(writes):
+        registry = fresh(k)
+        before = registry.state(REPO)
+        with pytest.raises(RegistryError, match="injected"):
+            run(matrix, registry, the_plan)
+        assert registry.writes - start_writes == k
+        pushed = set(registry.manifests)
+        _check_rolling_safe(registry, the_plan, before, pushed)
+
+        registry.heal()
+        outcomes, _, _ = run(matrix, registry, the_plan)
+        assert not any(o.failed for o in outcomes)
+        assert registry.state(REPO) == expected, f"stopped after {k} writes"
+        _check_rolling_safe(registry, the_plan, before, set(registry.manifests))
+
+
+# -- the real entry point, with fakes plugged in ------------------------------------------
+
+
+def test_publish_opens_pings_and_closes_the_registry(
+    matrix_of: Callable[..., Matrix], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix = matrix_of()
+    registry = FakeRegistry()
+    daemon = FakeDaemon(registry=registry)
+    seen: dict[str, Any] = {}
+
+    def open_registry(destination: Destination, credentials: Credentials | None) -> FakeRegistry:
+        seen["open"] = (destination, credentials)
+        return registry
+
+    def docker_engine(**kwargs: Any) -> Any:
+        seen["engine"] = kwargs
+        return daemon.engines()()
+
+    monkeypatch.setattr(publish, "open_registry", open_registry)
+    monkeypatch.setattr(publish, "docker_engine", docker_engine)
+    credentials = Credentials(username="bot", password="s3cret")
+    options = publish.Options(
+        build=Settings(dockerfiles=ROOT / "dockerfiles"),
+        destination=DEST,
+        credentials=credentials,
+    )
+    result = publish.publish(matrix, plan(matrix), options, Reporter(stream=io.StringIO()))
+
+    assert {o.status for o in result.outcomes} == {Status.PUSHED}
+    assert registry.pings == 1 and registry.closed
+    assert seen["open"] == (DEST, credentials)
+    assert seen["engine"]["auth"] == {"username": "bot", "password": "s3cret"}
+    assert seen["engine"]["matrix"] is matrix
+    assert result.notes == []
+
+
+def test_options_auth() -> None:
+    settings = Settings(dockerfiles=ROOT / "dockerfiles")
+    assert publish.Options(build=settings).auth is None
+
+
+def test_describe_says_what_would_happen(matrix_of: Callable[..., Matrix]) -> None:
+    matrix = matrix_of()
+    stream = io.StringIO()
+    options = publish.Options(
+        build=Settings(dockerfiles=ROOT / "dockerfiles", base_image="mirror/python:{python}"),
+        destination=DEST,
+    )
+    publish.describe(plan(matrix).select(["*-3.9.1-py3.13"]), options, Reporter(stream=stream))
+    text = stream.getvalue()
+    assert "prefect 3.9.1 / Python 3.13: would resolve and build core FROM mirror/python:3.13" in (
+        text
+    )
+    assert "core-3.9.1-py3.13: would build the core image" in text
+    assert "full-3.9.1-py3.13: would build core + [docker]" in text
+    assert "to localhost:5000/ns, then move latest, latest-python3.13" in text
+    assert "3.9.0" not in text
+
+
+def test_survey_of_nothing_asks_nothing() -> None:
+    registry = FakeRegistry()
+    assert publish.survey(registry, REPO, []).digests == {}
+    assert registry.calls == []
+
+
+def test_lanes_are_one_per_python_in_order(matrix_of: Callable[..., Matrix]) -> None:
+    from publisher.build import groups_of
+
+    groups = groups_of(plan(matrix_of()).images)
+    lanes = publish._lanes(groups)
+    assert [[(g.version, g.python) for g in lane] for lane in lanes] == [
+        [("3.9.0", "3.13"), ("3.9.1", "3.13")],
+        [("3.9.0", "3.11"), ("3.9.1", "3.11")],
+    ]
+
+
+def test_verified_refuses_a_missing_or_different_tag() -> None:
+    registry = FakeRegistry()
+    digest = registry.seed(REPO, ["a"], {}, "x")
+    assert publish._verified(registry, REPO, "a", digest) == digest
+    with pytest.raises(RegistryError, match="is not in the registry after pushing it"):
+        publish._verified(registry, REPO, "b", digest)
+    with pytest.raises(RegistryError, match="expected sha256:0"):
+        publish._verified(registry, REPO, "a", "sha256:0")
