@@ -1,0 +1,844 @@
+"""build, engine, smoke and docker_client against a fake Docker SDK client.
+
+The Builder's collaborators that need a daemon (docker_client.build, wheels.download,
+smoke.check) are replaced by recording fakes; the small docker_client helpers that only
+look images up run for real against the fake client.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+from fakes import digest_of
+
+from publisher import docker_client, engine, labels, smoke, wheels
+from publisher.build import Builder, Group, NightlySource, Settings, groups_of
+from publisher.errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryError
+from publisher.inputs import Inputs
+from publisher.matrix import Matrix, load
+from publisher.plan import plan
+from publisher.progress import Reporter
+from publisher.recipe import CORE_DOCKERFILE, FULL_DOCKERFILE, LOCAL_CACHE
+
+ROOT = Path(__file__).resolve().parent.parent
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+MATRIX: dict[str, Any] = {
+    "image": "prefecthq/prefect",
+    "base_image": "python:{python}-slim",
+    "source": "https://github.com/PrefectHQ/prefect",
+    "versions": ["3.9.0", "3.9.1"],
+    "variants": {
+        "core": {"pythons": ["3.13"]},
+        "full": {"pythons": ["3.11", "3.13"], "default_python": "3.13", "extras": ["docker"]},
+    },
+    "tags": [
+        {"tag": "{version}-python{python}", "variant": "full"},
+        {"tag": "core-{version}", "variant": "core"},
+    ],
+}
+
+
+# -- a fake Docker SDK client ------------------------------------------------------------
+
+
+class FakeImage:
+    def __init__(self, client: FakeClient, ident: str, attrs: dict[str, Any]) -> None:
+        self.client = client
+        self.id = ident
+        self.attrs = attrs
+
+    def tag(self, repository: str, tag: str) -> bool:
+        self.client.tagged.append((self.id, repository, tag))
+        return True
+
+
+class FakeImages:
+    def __init__(self, client: FakeClient) -> None:
+        self.client = client
+
+    def get(self, ref: str) -> FakeImage:
+        """By reference, or by id as the daemon also answers."""
+        if ref in self.client.store:
+            return self.client.store[ref]
+        for image in self.client.store.values():
+            if image.id == ref:
+                return image
+        raise docker.errors.ImageNotFound(f"No such image: {ref}")
+
+    def pull(self, ref: str, auth_config: dict[str, str] | None = None) -> FakeImage:
+        self.client.pulls.append((ref, auth_config))
+        if ref in self.client.unpullable:
+            raise docker.errors.NotFound(f"manifest for {ref} not found")
+        image = FakeImage(self.client, digest_of("pulled " + ref), {"RepoDigests": []})
+        self.client.store[ref] = image
+        return image
+
+    def get_registry_data(self, ref: str) -> Any:
+        if ref in self.client.unpullable:
+            raise docker.errors.NotFound(f"manifest for {ref} not found")
+        return type("RegistryData", (), {"id": digest_of("remote " + ref)})()
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.store: dict[str, FakeImage] = {}
+        self.pulls: list[tuple[str, dict[str, str] | None]] = []
+        self.tagged: list[tuple[str, str, str]] = []
+        self.unpullable: set[str] = set()
+        self.images = FakeImages(self)
+        self.closed = False
+
+    def add(self, ref: str, ident: str, **attrs: Any) -> FakeImage:
+        image = FakeImage(self, ident, attrs)
+        self.store[ref] = image
+        return image
+
+    def close(self) -> None:
+        self.closed = True
+
+
+# -- recording stand-ins for what needs a daemon or an index --------------------------------
+
+
+def tiny_wheel(folder: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for inner, text in files.items():
+            archive.writestr(inner, text)
+    return path
+
+
+class Daemon:
+    """What the fakes saw, and what they are told to fail."""
+
+    def __init__(self, client: FakeClient) -> None:
+        self.client = client
+        self.builds: list[dict[str, Any]] = []
+        self.resolutions: list[dict[str, Any]] = []
+        self.smokes: list[dict[str, Any]] = []
+        self.fail_resolution = ""
+        self.fail_smoke: Callable[[dict[str, Any]], str] = lambda call: ""
+        self.untagged: set[str] = set()  # dockerfiles whose build leaves no image behind
+
+    def build(self, client: FakeClient, **kw: Any) -> str:
+        context: Path = kw["context"]
+        kw["files"] = {
+            str(p.relative_to(context)): p.read_bytes()
+            for p in sorted(context.rglob("*"))
+            if p.is_file() and p.suffix != ".whl"
+        }
+        kw["wheels"] = sorted(p.name for p in context.rglob("*.whl"))
+        kw["on_line"]("Step 1/9 : FROM somewhere")
+        self.builds.append(kw)
+        ident = digest_of("built " + kw["tag"])
+        if kw["dockerfile"] not in self.untagged:
+            client.add(kw["tag"], ident, Size=250_000_000)
+        return ident
+
+    def download(self, client: FakeClient, **kw: Any) -> list[Path]:
+        self.resolutions.append(kw)
+        if self.fail_resolution:
+            raise BuildError(self.fail_resolution)
+        dest: Path = kw["dest"]
+        (requirement,) = kw["requirements"]
+        if kw["exclude"]:
+            return [tiny_wheel(dest, "docker", "7.1.0", {"docker/__init__.py": ""})]
+        version = requirement.split("==")[-1] if "==" in requirement else "3.10.0.dev1"
+        info = {"prefect/_build_info.py": f'BUILD_COMMIT = "{SHA}"\n'}
+        return [
+            tiny_wheel(dest, "anyio", "4.0.0", {"anyio/__init__.py": ""}),
+            tiny_wheel(dest, "prefect", version, info),
+        ]
+
+    def check(self, client: FakeClient, image: str, **kw: Any) -> smoke.SmokeResult:
+        kw["image"] = image
+        self.smokes.append(kw)
+        error = self.fail_smoke(kw)
+        if error:
+            raise BuildError(error)
+        return smoke.SmokeResult(
+            prefect_version=kw["prefect_version"] or "?", python_version=kw["python"] + ".1"
+        )
+
+    def built(self, dockerfile: str) -> list[dict[str, Any]]:
+        return [b for b in self.builds if b["dockerfile"] == dockerfile]
+
+
+@pytest.fixture
+def matrix(tmp_path: Path) -> Matrix:
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(MATRIX, sort_keys=False))
+    return load(path)
+
+
+@pytest.fixture
+def client() -> FakeClient:
+    fake = FakeClient()
+    for python in ("3.11", "3.13"):
+        fake.add(
+            f"python:{python}-slim",
+            digest_of("local " + python),
+            RepoDigests=[f"python@{digest_of('python ' + python)}"],
+        )
+    return fake
+
+
+@pytest.fixture
+def daemon(client: FakeClient, monkeypatch: pytest.MonkeyPatch) -> Daemon:
+    fake = Daemon(client)
+    monkeypatch.setattr(docker_client, "build", fake.build)
+    monkeypatch.setattr(wheels, "download", fake.download)
+    monkeypatch.setattr(smoke, "check", fake.check)
+    return fake
+
+
+def make_builder(
+    client: FakeClient, matrix: Matrix, tmp_path: Path, stream: io.StringIO | None = None, **kw: Any
+) -> Builder:
+    auth = kw.pop("auth", None)
+    return Builder(
+        client,  # type: ignore[arg-type]
+        matrix=matrix,
+        settings=Settings(dockerfiles=ROOT / "dockerfiles", **kw),
+        reporter=Reporter(stream=stream or io.StringIO()),
+        workdir=tmp_path / "work",
+        auth=auth,
+    )
+
+
+def group_of(matrix: Matrix, version: str, python: str, **kw: Any) -> Group:
+    (found,) = [
+        g for g in groups_of(plan(matrix).images) if (g.version, g.python) == (version, python)
+    ]
+    return Group(version=found.version, python=found.python, images=found.images, **kw)
+
+
+# -- groups ------------------------------------------------------------------------------
+
+
+def test_groups_of_pairs_version_and_python_in_plan_order(matrix: Matrix) -> None:
+    groups = groups_of(plan(matrix).images)
+    assert [(g.version, g.python, [i.id for i in g.images]) for g in groups] == [
+        ("3.9.0", "3.13", ["core-3.9.0-py3.13", "full-3.9.0-py3.13"]),
+        ("3.9.1", "3.13", ["core-3.9.1-py3.13", "full-3.9.1-py3.13"]),
+        ("3.9.0", "3.11", ["full-3.9.0-py3.11"]),
+        ("3.9.1", "3.11", ["full-3.9.1-py3.11"]),
+    ]
+    assert groups[0].subject == "prefect 3.9.0 / Python 3.13"
+    assert groups[0].published_core is None and groups[0].replaces == {}
+
+
+# -- building a group --------------------------------------------------------------------
+
+
+def test_a_group_builds_core_then_extras_from_it(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    builder = make_builder(client, matrix, tmp_path)
+    results = builder.build(group_of(matrix, "3.9.1", "3.13"))
+
+    assert [(r.image.id, r.ok) for r in results] == [
+        ("core-3.9.1-py3.13", True),
+        ("full-3.9.1-py3.13", True),
+    ]
+    (core,) = daemon.built(CORE_DOCKERFILE)
+    (full,) = daemon.built(FULL_DOCKERFILE)
+    assert core["buildargs"] == {"BASE_IMAGE": "python:3.13-slim"}
+    assert core["tag"].startswith(LOCAL_CACHE + ":")
+    assert full["buildargs"] == {"CORE_IMAGE": core["tag"]}
+    # Dependencies and prefect in separate folders, each pinned exactly.
+    assert core["files"]["prefect/requirements.txt"] == b"prefect==3.9.1\n"
+    assert core["files"]["deps/requirements.txt"] == b"anyio==4.0.0\n"
+    assert core["wheels"] == ["anyio-4.0.0-py3-none-any.whl", "prefect-3.9.1-py3-none-any.whl"]
+    assert core["files"][CORE_DOCKERFILE] == (ROOT / "dockerfiles" / CORE_DOCKERFILE).read_bytes()
+    assert "entrypoint.sh" in core["files"]
+    assert full["files"]["extras/requirements.txt"] == b"docker==7.1.0\n"
+    assert set(full["files"]) == {"extras/requirements.txt", FULL_DOCKERFILE}
+
+    # The core's resolution asks the base image; the extras', the core image, without prefect.
+    core_res, full_res = daemon.resolutions
+    assert (core_res["base_image"], core_res["requirements"], core_res["exclude"]) == (
+        "python:3.13-slim",
+        ["prefect==3.9.1"],
+        (),
+    )
+    assert (full_res["base_image"], full_res["requirements"], full_res["exclude"]) == (
+        core["tag"],
+        ["prefect[docker]==3.9.1"],
+        ("prefect",),
+    )
+
+    # Each image's labels record its fingerprint, its inputs and what it replaces.
+    for built, result in ((core, results[0]), (full, results[1])):
+        found = built["labels"]
+        assert found[labels.FINGERPRINT] == result.fingerprint
+        recorded = Inputs.from_label(found[labels.INPUTS])
+        assert recorded is not None and recorded.base_id == digest_of("python 3.13")
+        assert found[labels.REPLACES] == ""
+        assert found[labels.VERSION] == "3.9.1"
+        assert found[labels.PYTHON] == "3.13"
+        assert found[labels.SOURCE] == "https://github.com/PrefectHQ/prefect"
+        assert found[labels.PACKAGES].startswith("sha256:")
+        assert result.local_id == digest_of("built " + built["tag"])
+        assert result.size == 250_000_000
+    assert core["labels"][labels.REVISION] == SHA  # read from prefect's wheel
+    assert labels.REVISION not in full["labels"]
+    assert results[0].fingerprint != results[1].fingerprint
+
+    # The core image must not carry the extras other variants install; the full one must.
+    smoke_core, smoke_full = daemon.smokes
+    assert (smoke_core["extras_present"], smoke_core["extras_absent"]) == ((), ("docker",))
+    assert (smoke_full["extras_present"], smoke_full["extras_absent"]) == (("docker",), ())
+    assert smoke_full["image"] == results[1].local_id
+    assert (smoke_full["python"], smoke_full["prefect_version"]) == ("3.13", "3.9.1")
+
+
+def test_a_group_without_a_core_cell_still_builds_a_core_to_build_on(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    results = make_builder(client, matrix, tmp_path).build(group_of(matrix, "3.9.1", "3.11"))
+
+    assert [r.image.id for r in results] == ["full-3.9.1-py3.11"]
+    assert results[0].ok
+    assert len(daemon.built(CORE_DOCKERFILE)) == 1
+    (full,) = daemon.built(FULL_DOCKERFILE)
+    assert full["buildargs"]["CORE_IMAGE"] == daemon.built(CORE_DOCKERFILE)[0]["tag"]
+    assert [s["image"] for s in daemon.smokes] == [results[0].local_id]
+
+
+def test_a_failing_resolution_fails_every_image_of_the_group(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    daemon.fail_resolution = "cannot resolve prefect==3.9.1 with python:3.13-slim: no match"
+    stream = io.StringIO()
+    results = make_builder(client, matrix, tmp_path, stream).build(
+        group_of(matrix, "3.9.1", "3.13")
+    )
+
+    assert [(r.image.id, r.error) for r in results] == [
+        ("core-3.9.1-py3.13", daemon.fail_resolution),
+        ("full-3.9.1-py3.13", daemon.fail_resolution),
+    ]
+    assert not any(r.ok for r in results)
+    assert daemon.builds == [] and daemon.smokes == []
+    assert f"prefect 3.9.1 / Python 3.13: FAILED: {daemon.fail_resolution}" in stream.getvalue()
+
+
+def test_a_failing_smoke_test_fails_only_its_image(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    daemon.fail_smoke = lambda call: (
+        "extra 'docker' is missing docker" if call["extras_present"] else ""
+    )
+    results = make_builder(client, matrix, tmp_path).build(group_of(matrix, "3.9.1", "3.13"))
+
+    core, full = results
+    assert core.ok and core.local_id
+    assert full.error == "extra 'docker' is missing docker"
+    assert full.local_id == ""
+    assert len(daemon.smokes) == 2
+
+
+def test_an_image_gone_before_its_smoke_test_fails(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    daemon.untagged = {FULL_DOCKERFILE}
+    core, full = make_builder(client, matrix, tmp_path).build(group_of(matrix, "3.9.1", "3.13"))
+    assert core.ok
+    assert full.error.startswith("image vanished:")
+
+
+def test_a_published_core_is_pulled_and_built_on_not_rebuilt(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    released = "localhost:5000/ns/prefect@" + digest_of("released core")
+    auth = {"username": "bot", "password": "x"}
+    group = group_of(matrix, "3.9.1", "3.13")
+    only_full = Group(
+        version=group.version,
+        python=group.python,
+        images=group.images[1:],
+        published_core=released,
+    )
+    results = make_builder(client, matrix, tmp_path, auth=auth).build(only_full)
+
+    assert [(r.image.id, r.ok) for r in results] == [("full-3.9.1-py3.13", True)]
+    assert daemon.built(CORE_DOCKERFILE) == []
+    assert (released, auth) in client.pulls
+    (full,) = daemon.built(FULL_DOCKERFILE)
+    assert full["buildargs"] == {"CORE_IMAGE": released}
+    (resolution,) = daemon.resolutions
+    assert resolution["base_image"] == released
+    assert resolution["exclude"] == ("prefect",)
+
+
+def test_a_published_core_changes_the_fingerprint(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    group = group_of(matrix, "3.9.1", "3.13")
+    (_, on_local) = make_builder(client, matrix, tmp_path).build(group)
+    released = "localhost:5000/ns/prefect@" + digest_of("released core")
+    only_full = Group(
+        version=group.version, python=group.python, images=group.images[1:], published_core=released
+    )
+    (on_released,) = make_builder(client, matrix, tmp_path).build(only_full)
+    assert on_local.ok and on_released.ok
+    assert on_released.fingerprint != on_local.fingerprint
+
+
+def test_images_already_built_here_are_not_rebuilt_unless_forced(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    group = group_of(matrix, "3.9.1", "3.13")
+    first = make_builder(client, matrix, tmp_path).build(group)
+    assert len(daemon.builds) == 2 and len(daemon.resolutions) == 2
+
+    stream = io.StringIO()
+    again = make_builder(client, matrix, tmp_path, stream).build(group)
+    assert len(daemon.builds) == 2  # nothing built
+    assert len(daemon.resolutions) == 2  # nor resolved
+    assert [r.local_id for r in again] == [r.local_id for r in first]
+    assert len(daemon.smokes) == 4  # but tested again
+    assert "core: already built on this machine" in stream.getvalue()
+    assert "full-3.9.1-py3.13: already built on this machine" in stream.getvalue()
+
+    make_builder(client, matrix, tmp_path, force=True).build(group)
+    assert len(daemon.builds) == 4 and len(daemon.resolutions) == 4
+
+
+def test_a_replace_build_records_what_it_replaces_under_another_cache_key(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    group = group_of(matrix, "3.9.1", "3.13")
+    make_builder(client, matrix, tmp_path).build(group)
+    old = digest_of("old full")
+    replacing = Group(
+        version=group.version,
+        python=group.python,
+        images=group.images,
+        replaces={"full-3.9.1-py3.13": old},
+    )
+    core, full = make_builder(client, matrix, tmp_path).build(replacing)
+
+    assert core.ok and full.ok
+    built = daemon.built(FULL_DOCKERFILE)
+    assert len(built) == 2  # the replacing image is another image: built, not reused
+    assert built[1]["labels"][labels.REPLACES] == old
+    assert built[1]["tag"] != built[0]["tag"]
+    assert len(daemon.built(CORE_DOCKERFILE)) == 1  # the core replaces nothing: reused
+
+
+def test_a_replaced_core_is_rebuilt_with_its_label(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    group = group_of(matrix, "3.9.1", "3.13")
+    old = digest_of("old core")
+    replacing = Group(
+        version=group.version,
+        python=group.python,
+        images=group.images,
+        replaces={"core-3.9.1-py3.13": old},
+    )
+    make_builder(client, matrix, tmp_path).build(replacing)
+    (core,) = daemon.built(CORE_DOCKERFILE)
+    assert core["labels"][labels.REPLACES] == old
+
+
+def test_a_nightly_installs_its_own_wheel_and_records_its_commit(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    wheel = tiny_wheel(tmp_path / "dist", "prefect", "3.10.0.dev1", {"prefect/__init__.py": ""})
+    revision = "f" * 40
+    builder = make_builder(
+        client,
+        matrix,
+        tmp_path,
+        nightly=NightlySource(wheel=wheel, revision=revision),
+        base_image="mirror.example/python:{python}-slim",
+    )
+    client.add("mirror.example/python:3.13-slim", digest_of("mirror"))
+    builder.build(group_of(matrix, "3.9.1", "3.13"))
+
+    core_res, full_res = daemon.resolutions
+    assert core_res["requirements"] == [f"prefect @ file:///source/{wheel.name}"]
+    assert core_res["local_wheel"] == wheel
+    assert core_res["base_image"] == "mirror.example/python:3.13-slim"
+    assert full_res["requirements"] == [f"prefect[docker] @ file:///source/{wheel.name}"]
+    (core,) = daemon.built(CORE_DOCKERFILE)
+    assert core["labels"][labels.REVISION] == revision
+    assert core["buildargs"] == {"BASE_IMAGE": "mirror.example/python:3.13-slim"}
+    recorded = Inputs.from_label(core["labels"][labels.INPUTS])
+    assert recorded is not None and recorded.buildargs["SOURCE_REVISION"] == revision
+    # A base image known only by its local id is identified by it.
+    assert recorded.base_id == digest_of("mirror")
+
+
+def test_a_missing_base_image_is_pulled(matrix: Matrix, daemon: Daemon, tmp_path: Path) -> None:
+    client = FakeClient()
+    client.unpullable = {"python:3.11-slim"}
+    results = make_builder(client, matrix, tmp_path).build(group_of(matrix, "3.9.1", "3.11"))
+    assert results[0].error.startswith("cannot pull base image python:3.11-slim")
+
+    results = make_builder(client, matrix, tmp_path).build(group_of(matrix, "3.9.1", "3.13"))
+    assert all(r.ok for r in results)
+    assert ("python:3.13-slim", None) in client.pulls
+
+
+# -- the engine --------------------------------------------------------------------------
+
+
+def test_docker_engine_tags_and_pushes_through_the_client(
+    matrix: Matrix,
+    client: FakeClient,
+    daemon: Daemon,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pushed: list[tuple[str, str, Any]] = []
+
+    def push(cl: Any, repository: str, tag: str, auth: Any) -> docker_client.PushResult:
+        pushed.append((repository, tag, auth))
+        return docker_client.PushResult(
+            digest="sha256:d", bytes_uploaded=1, layers_uploaded=1, layers_skipped=0
+        )
+
+    monkeypatch.setattr(docker_client, "push", push)
+    monkeypatch.setattr(docker_client, "connect", lambda: client)
+    auth = {"username": "u", "password": "p"}
+    settings = Settings(dockerfiles=ROOT / "dockerfiles")
+    with engine.docker_engine(
+        matrix=matrix, settings=settings, reporter=Reporter(stream=io.StringIO()), auth=auth
+    ) as real:
+        (core, _) = real.build(group_of(matrix, "3.9.1", "3.13"))
+        real.tag(core.local_id, "prefecthq/prefect", "core-3.9.1")
+        result = real.push(core.local_id, "localhost:5000/ns/prefect", "core-3.9.1")
+        workdir = real.builder.workdir
+        assert workdir.is_dir()
+    assert result.digest == "sha256:d"
+    assert pushed == [("localhost:5000/ns/prefect", "core-3.9.1", auth)]
+    assert client.tagged == [
+        (core.local_id, "prefecthq/prefect", "core-3.9.1"),
+        (core.local_id, "localhost:5000/ns/prefect", "core-3.9.1"),
+    ]
+    assert client.closed and not workdir.exists()
+
+
+def test_docker_engine_closes_the_client_on_error(
+    matrix: Matrix, client: FakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(docker_client, "connect", lambda: client)
+    settings = Settings(dockerfiles=ROOT / "dockerfiles")
+    with (
+        pytest.raises(RuntimeError),
+        engine.docker_engine(
+            matrix=matrix, settings=settings, reporter=Reporter(stream=io.StringIO()), auth=None
+        ),
+    ):
+        raise RuntimeError("boom")
+    assert client.closed
+
+
+# -- docker_client against a fake low-level API ------------------------------------------
+
+
+class FakeAPI:
+    def __init__(self, chunks: list[dict[str, Any]] | Exception) -> None:
+        self.chunks = chunks
+        self.kwargs: dict[str, Any] = {}
+
+    def _stream(self, **kw: Any) -> Iterator[dict[str, Any]]:
+        self.kwargs = kw
+        if isinstance(self.chunks, Exception):
+            raise self.chunks
+        yield from self.chunks
+
+    def build(self, **kw: Any) -> Iterator[dict[str, Any]]:
+        return self._stream(**kw)
+
+    def push(self, repository: str, **kw: Any) -> Iterator[dict[str, Any]]:
+        return self._stream(repository=repository, **kw)
+
+
+def with_api(chunks: list[dict[str, Any]] | Exception) -> FakeClient:
+    fake = FakeClient()
+    fake.api = FakeAPI(chunks)  # type: ignore[attr-defined]
+    return fake
+
+
+def real_build(fake: FakeClient, lines: list[str], tmp_path: Path) -> str:
+    return docker_client.build(
+        fake,  # type: ignore[arg-type]
+        context=tmp_path,
+        dockerfile="core.Dockerfile",
+        buildargs={"A": "1"},
+        labels={"l": "v"},
+        tag="t:1",
+        on_line=lines.append,
+    )
+
+
+def test_docker_build_streams_lines_and_returns_the_id(tmp_path: Path) -> None:
+    fake = with_api(
+        [
+            {"stream": "Step 1/2 : FROM x\n\n"},
+            {"stream": " ---> abc\n"},
+            {"aux": {"ID": "sha256:built"}},
+        ]
+    )
+    lines: list[str] = []
+    assert real_build(fake, lines, tmp_path) == "sha256:built"
+    assert lines == ["Step 1/2 : FROM x", " ---> abc"]
+    kwargs = fake.api.kwargs  # type: ignore[attr-defined]
+    assert (kwargs["labels"], kwargs["buildargs"], kwargs["pull"]) == (
+        {"l": "v"},
+        {"A": "1"},
+        False,
+    )
+
+
+def test_docker_build_without_an_id_looks_the_tag_up(tmp_path: Path) -> None:
+    fake = with_api([{"stream": "done\n"}])
+    fake.add("t:1", "sha256:bytag")
+    assert real_build(fake, [], tmp_path) == "sha256:bytag"
+
+
+def test_docker_build_error_names_the_last_lines(tmp_path: Path) -> None:
+    fake = with_api(
+        [
+            {"stream": "one\n"},
+            {"stream": "two\n"},
+            {"error": "x", "errorDetail": {"message": "The command returned 1\n"}},
+        ]
+    )
+    with pytest.raises(BuildError, match=r"^The command returned 1 \(after: one \| two\)$"):
+        real_build(fake, [], tmp_path)
+
+
+def test_docker_build_refused_or_lost(tmp_path: Path) -> None:
+    refused = with_api(docker.errors.APIError("500 Server Error", explanation="no space left"))
+    with pytest.raises(BuildError, match="the daemon refused the build: no space left"):
+        real_build(refused, [], tmp_path)
+    lost = with_api(ConnectionResetError("reset by peer"))
+    with pytest.raises(DockerUnavailable, match=r"lost the Docker daemon at .*: reset by peer"):
+        real_build(lost, [], tmp_path)
+
+
+def test_docker_push_counts_layers_and_reports_the_digest() -> None:
+    fake = with_api(
+        [
+            {"status": "Preparing", "id": "l1"},
+            {"status": "Pushing", "id": "l1", "progressDetail": {"current": 5, "total": 100}},
+            {"status": "Pushed", "id": "l1"},
+            {"status": "Layer already exists", "id": "l2"},
+            {"status": "Mounted from library/python", "id": "l3"},
+            {"status": "Pushed", "id": "l4"},
+            {"aux": {"Tag": "t", "Digest": "sha256:pushed", "Size": 1}},
+        ]
+    )
+    result = docker_client.push(fake, "h/r", "t", {"username": "u"})  # type: ignore[arg-type]
+    assert result == docker_client.PushResult(
+        digest="sha256:pushed", bytes_uploaded=100, layers_uploaded=2, layers_skipped=2
+    )
+    assert fake.api.kwargs["auth_config"] == {"username": "u"}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "error", "message"),
+    [
+        ([{"error": "denied: requested access is denied"}], RegistryAuthError, "denied"),
+        ([{"error": "blob upload unknown"}], RegistryError, "blob upload unknown"),
+        ([{"status": "Pushed", "id": "l"}], RegistryError, "reported no digest"),
+        (docker.errors.APIError("401", explanation="unauthorized: x"), RegistryAuthError, "x"),
+        (docker.errors.APIError("500", explanation="boom"), RegistryError, "boom"),
+        (BrokenPipeError("pipe"), DockerUnavailable, "pipe"),
+    ],
+)
+def test_docker_push_errors(
+    chunks: list[dict[str, Any]] | Exception, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message) as caught:
+        docker_client.push(with_api(chunks), "h/r", "t", None)  # type: ignore[arg-type]
+    assert type(caught.value) is error
+
+
+class FakeContainer:
+    def __init__(self, code: int, logs: bytes, fail: Exception | None = None) -> None:
+        self.code, self.output, self.fail = code, logs, fail
+        self.removed = False
+
+    def start(self) -> None:
+        if self.fail:
+            raise self.fail
+
+    def wait(self, timeout: int) -> dict[str, int]:
+        return {"StatusCode": self.code}
+
+    def logs(self, stdout: bool, stderr: bool) -> bytes:
+        return self.output
+
+    def remove(self, force: bool) -> None:
+        self.removed = True
+        raise docker.errors.NotFound("already gone")
+
+
+class FakeContainers:
+    def __init__(self, container: FakeContainer | Exception) -> None:
+        self.container = container
+        self.created: list[tuple[str, list[str], dict[str, Any]]] = []
+
+    def create(self, image: str, command: list[str], **kw: Any) -> FakeContainer:
+        self.created.append((image, command, kw))
+        if isinstance(self.container, Exception):
+            raise self.container
+        return self.container
+
+
+def test_docker_run_returns_code_and_output_and_removes_the_container() -> None:
+    fake = FakeClient()
+    container = FakeContainer(3, b"out\n\xff")
+    fake.containers = FakeContainers(container)  # type: ignore[attr-defined]
+    code, output = docker_client.run(
+        fake,  # type: ignore[arg-type]
+        "img",
+        ["pip", "x"],
+        env={"A": "1"},
+        user="1:1",
+    )
+    assert (code, output) == (3, "out\n\ufffd")
+    assert container.removed
+    (image, command, kw) = fake.containers.created[0]  # type: ignore[attr-defined]
+    assert (image, command, kw["environment"], kw["user"], kw["network_mode"]) == (
+        "img",
+        ["pip", "x"],
+        {"A": "1"},
+        "1:1",
+        "host",
+    )
+
+
+def test_docker_run_failures() -> None:
+    fake = FakeClient()
+    fake.containers = FakeContainers(  # type: ignore[attr-defined]
+        docker.errors.ImageNotFound("no such image", explanation="No such image: img")
+    )
+    with pytest.raises(BuildError, match="cannot run img: No such image: img"):
+        docker_client.run(fake, "img", ["true"])  # type: ignore[arg-type]
+    container = FakeContainer(0, b"", fail=ConnectionError("gone"))
+    fake.containers = FakeContainers(container)  # type: ignore[attr-defined]
+    with pytest.raises(DockerUnavailable, match="gone"):
+        docker_client.run(fake, "img", ["true"])  # type: ignore[arg-type]
+    assert container.removed
+
+
+def test_image_identity_prefers_the_registry_digest(client: FakeClient) -> None:
+    identity = docker_client.image_identity
+    assert identity(client, "python:3.13-slim") == digest_of("python 3.13")  # type: ignore[arg-type]
+    client.add("local:only", "sha256:localid")
+    assert identity(client, "local:only") == "sha256:localid"  # type: ignore[arg-type]
+    assert identity(client, "remote:x") == digest_of("remote remote:x")  # type: ignore[arg-type]
+    client.unpullable = {"gone:x"}
+    with pytest.raises(BuildError, match="base image gone:x is not on this machine"):
+        identity(client, "gone:x")  # type: ignore[arg-type]
+
+
+def test_connect_reports_an_unreachable_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(**kw: Any) -> None:
+        raise docker.errors.DockerException("Error while fetching server API version\nmore")
+
+    monkeypatch.setattr(docker, "from_env", refuse)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://nowhere:2375")
+    with pytest.raises(DockerUnavailable) as caught:
+        docker_client.connect()
+    assert str(caught.value) == (
+        "cannot reach the Docker daemon at tcp://nowhere:2375: Error while fetching server API "
+        "version (is dockerd running? DOCKER_HOST names the daemon to use)"
+    )
+
+
+# -- smoke tests -------------------------------------------------------------------------
+
+
+def run_answers(answers: dict[str, tuple[int, str]]) -> Callable[..., tuple[int, str]]:
+    """A docker_client.run that answers by the command's first two words."""
+
+    def fake(client: Any, image: str, command: list[str], **kw: Any) -> tuple[int, str]:
+        return answers[" ".join(command[:2])]
+
+    return fake
+
+
+REPORT = {
+    "docker": {"packages": ["docker"], "installed": ["docker"]},
+    "aws": {"packages": ["boto3"], "installed": []},
+}
+
+
+def smoke_check(
+    monkeypatch: pytest.MonkeyPatch, answers: dict[str, tuple[int, str]], **kw: Any
+) -> smoke.SmokeResult:
+    monkeypatch.setattr(docker_client, "run", run_answers(answers))
+    args = {"python": "3.13", "prefect_version": "3.9.1", "extras_present": (), "extras_absent": ()}
+    args.update(kw)
+    return smoke.check(None, "img", **args)  # type: ignore[arg-type]
+
+
+OK = {
+    "prefect version": (0, "Version:             3.9.1\nAPI version:  0.8.4\n"),
+    "python --version": (0, "Python 3.13.1\n"),
+    "python -c": (0, "noise\n" + json.dumps(REPORT) + "\n"),
+}
+
+
+def test_smoke_check_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = smoke_check(monkeypatch, OK, extras_present=("docker",), extras_absent=("aws",))
+    assert result == smoke.SmokeResult(prefect_version="3.9.1", python_version="3.13.1")
+
+
+def test_smoke_check_accepts_prefect_0x_bare_version_and_any_nightly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = {**OK, "prefect version": (0, "0.14.10\n")}
+    assert smoke_check(monkeypatch, answers, prefect_version="0.14.10").prefect_version == "0.14.10"
+    assert smoke_check(monkeypatch, OK, prefect_version=None).prefect_version == "3.9.1"
+
+
+@pytest.mark.parametrize(
+    ("answers", "kw", "message"),
+    [
+        ({"prefect version": (0, "Version: 3.9.0\n")}, {}, "reports 3.9.0, expected 3.9.1"),
+        ({"prefect version": (127, "exec failed\nnot found\n")}, {}, "exited with 127: not found"),
+        ({"prefect version": (0, "  \n")}, {}, "printed nothing"),
+        ({"python --version": (0, "Python 3.12.1\n")}, {}, "expected Python 3.13"),
+        ({"python --version": (0, "Python 3.131\n")}, {}, "expected Python 3.13"),
+        (
+            {"python -c": (1, "Traceback\nImportError: x\n")},
+            {"extras_absent": ("aws",)},
+            "ImportError: x",
+        ),
+        ({}, {"extras_present": ("aws",)}, "extra 'aws' is missing boto3"),
+        ({}, {"extras_absent": ("docker",)}, "must not carry extra 'docker', but has docker"),
+        (
+            {"python -c": (0, json.dumps({"x": {"packages": [], "installed": []}}))},
+            {"extras_present": ("x",)},
+            "declares no packages for extra 'x'",
+        ),
+    ],
+)
+def test_smoke_check_failures(
+    monkeypatch: pytest.MonkeyPatch,
+    answers: dict[str, tuple[int, str]],
+    kw: dict[str, Any],
+    message: str,
+) -> None:
+    with pytest.raises(BuildError, match=message):
+        smoke_check(monkeypatch, {**OK, **answers}, **kw)
