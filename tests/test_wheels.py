@@ -1,0 +1,284 @@
+"""wheels: resolving an image's packages with the base image's own pip (in a fake container)."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from publisher import docker_client, wheels
+from publisher.errors import BuildError
+from publisher.wheels import IndexOptions, _pins, _pip_reason, redact, revision_of
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def item(name: str, version: str, url: str = "") -> dict[str, Any]:
+    found: dict[str, Any] = {"metadata": {"name": name, "version": version}}
+    if url:
+        found["download_info"] = {"url": url}
+    return found
+
+
+# -- pure helpers ------------------------------------------------------------------------
+
+
+def test_pins_pin_exact_versions_and_name_local_wheels_by_file() -> None:
+    report = {
+        "install": [
+            item("Prefect", "3.10.0.dev1", "file:///source/prefect-3.10.0.dev1-py3-none-any.whl"),
+            item("anyio", "4.0.0", "https://files.example/anyio-4.0.0-py3-none-any.whl"),
+            item("Typing_Extensions", "4.12.2"),
+        ]
+    }
+    assert _pins(report) == [
+        "Prefect @ file:///source/prefect-3.10.0.dev1-py3-none-any.whl",
+        "anyio==4.0.0",
+        "Typing_Extensions==4.12.2",
+    ]
+    # Excluded by canonical name, whatever the spelling.
+    assert _pins(report, exclude=("prefect", "typing-extensions")) == ["anyio==4.0.0"]
+    assert _pins({}) == []
+
+
+def test_index_options_pip_args() -> None:
+    assert IndexOptions().pip_args() == []
+    options = IndexOptions(
+        index_url="https://idx/simple",
+        extra_index_urls=("https://a/simple", "https://b/simple"),
+        find_links=("/wheels",),
+    )
+    assert options.pip_args() == [
+        "--index-url",
+        "https://idx/simple",
+        "--extra-index-url",
+        "https://a/simple",
+        "--extra-index-url",
+        "https://b/simple",
+        "--find-links",
+        "/wheels",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://user:s3cret@idx.example/simple", "https://***@idx.example/simple"),
+        ("https://token@idx.example/", "https://***@idx.example/"),
+        ("see http://a:b@x/ and https://c:d@y/z", "see http://***@x/ and https://***@y/z"),
+        ("https://idx.example/simple", "https://idx.example/simple"),
+        ("mail me: someone@example.com", "mail me: someone@example.com"),
+    ],
+)
+def test_redact(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def wheel(folder: Path, name: str, files: dict[str, str]) -> Path:
+    path = folder / name
+    with zipfile.ZipFile(path, "w") as archive:
+        for inner, text in files.items():
+            archive.writestr(inner, text)
+    return path
+
+
+def test_revision_of_reads_the_commit_prefect_recorded(tmp_path: Path) -> None:
+    other = wheel(tmp_path, "anyio-4.0.0-py3-none-any.whl", {"anyio/_version.py": SHA})
+    v3 = wheel(
+        tmp_path,
+        "prefect-3.9.1-py3-none-any.whl",
+        {"prefect/__init__.py": "", "prefect/_build_info.py": f'BUILD_COMMIT = "{SHA}"\n'},
+    )
+    assert revision_of([other, v3]) == SHA
+    old = wheel(
+        tmp_path,
+        "prefect-0.14.10-py3-none-any.whl",
+        {"prefect/_version.py": f'version_json = \'{{"full-revisionid": "{SHA[::-1]}"}}\''},
+    )
+    assert revision_of([old]) == SHA[::-1]
+    bare = wheel(tmp_path, "prefect-3.0.0-py3-none-any.whl", {"prefect/_build_info.py": "x"})
+    assert revision_of([bare]) is None
+    assert revision_of([other]) is None  # only prefect's wheel counts
+    assert revision_of([]) is None
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        (
+            "Looking in indexes: https://u:p@idx/simple\n"
+            "ERROR: Could not find a version that satisfies prefect==9 (from https://u:p@idx/)\n"
+            "ERROR: No matching distribution found for prefect==9\n",
+            "Could not find a version that satisfies prefect==9 (from https://***@idx/)",
+        ),
+        ("some output\nlast words\n\n", "last words"),
+        ("", "pip failed without a message"),
+    ],
+)
+def test_pip_reason(output: str, expected: str) -> None:
+    assert _pip_reason(output) == expected
+
+
+# -- download, with pip in a fake container ------------------------------------------------
+
+
+class FakePip:
+    """Stands in for docker_client.run: "pip" in a container with /wheels mounted."""
+
+    def __init__(self, report: dict[str, Any], *, install: tuple[int, str] = (0, "")) -> None:
+        self.report = report
+        self.install = install
+        self.fetch: tuple[int, str] = (0, "")
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, client: Any, image: str, command: list[str], **kw: Any) -> tuple[int, str]:
+        self.calls.append({"image": image, "command": command, **kw})
+        host = next(h for h, m in kw["volumes"].items() if m["bind"] == "/wheels")
+        if command[1] == "install":
+            code, output = self.install
+            if code == 0:
+                (Path(host) / "report.json").write_text(json.dumps(self.report))
+            return code, output
+        code, output = self.fetch
+        if code == 0:
+            pins = command[command.index("--wheel-dir") + 2 :]
+            for pin in pins:
+                if pin == "--no-deps":
+                    continue
+                if pin.startswith("--"):  # the index options
+                    break
+                name, _, version = pin.partition("==")
+                (Path(host) / f"{name}-{version or '0'}-py3-none-any.whl").write_bytes(b"")
+        return code, output
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setattr(wheels, "CACHE", folder)
+    for key in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST"):
+        monkeypatch.delenv(key, raising=False)
+    return folder
+
+
+def download(tmp_path: Path, **kw: Any) -> list[Path]:
+    args: dict[str, Any] = {
+        "base_image": "python:3.13-slim",
+        "requirements": ["prefect==3.9.1"],
+        "dest": tmp_path / "wheels",
+        "index": IndexOptions(index_url="https://u:p@idx/simple"),
+    }
+    args.update(kw)
+    return wheels.download(None, **args)  # type: ignore[arg-type]
+
+
+def test_download_resolves_then_fetches_exactly_the_pins(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pip = FakePip({"install": [item("prefect", "3.9.1"), item("anyio", "4.0.0")]})
+    monkeypatch.setattr(docker_client, "run", pip)
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "https://extra/simple")
+
+    found = download(tmp_path)
+
+    assert [p.name for p in found] == [
+        "anyio-4.0.0-py3-none-any.whl",
+        "prefect-3.9.1-py3-none-any.whl",
+    ]
+    assert not (tmp_path / "wheels" / "report.json").exists()
+    resolve, fetch = pip.calls
+    index = ["--index-url", "https://u:p@idx/simple"]
+    assert resolve["command"] == [
+        "pip",
+        "install",
+        "--dry-run",
+        "--quiet",
+        "--report",
+        "/wheels/report.json",
+        "prefect==3.9.1",
+        *index,
+    ]
+    assert fetch["command"] == [
+        "pip",
+        "wheel",
+        "--wheel-dir",
+        "/wheels",
+        "--no-deps",
+        "prefect==3.9.1",
+        "anyio==4.0.0",
+        *index,
+    ]
+    assert resolve["image"] == "python:3.13-slim"
+    assert resolve["env"]["PIP_EXTRA_INDEX_URL"] == "https://extra/simple"
+    assert resolve["env"]["PIP_CACHE_DIR"] == "/cache"
+    assert resolve["user"] == f"{os.getuid()}:{os.getgid()}"
+    assert resolve["volumes"][str(cache)] == {"bind": "/cache", "mode": "rw"}
+    assert cache.is_dir()
+
+
+def test_download_mounts_a_local_wheel_and_leaves_out_excluded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = tmp_path / "dist" / "prefect-3.10.0.dev1-py3-none-any.whl"
+    local.parent.mkdir()
+    local.write_bytes(b"")
+    report = {"install": [item("prefect", "3.10.0.dev1"), item("docker", "7.1.0")]}
+    pip = FakePip(report)
+    monkeypatch.setattr(docker_client, "run", pip)
+
+    found = download(tmp_path, local_wheel=local, exclude=("prefect",))
+
+    assert [p.name for p in found] == ["docker-7.1.0-py3-none-any.whl"]
+    assert pip.calls[0]["volumes"][str(local.parent.resolve())] == {
+        "bind": "/source",
+        "mode": "ro",
+    }
+    assert pip.calls[1]["command"][4:6] == ["--no-deps", "docker==7.1.0"]
+
+
+def test_download_with_nothing_to_add_fetches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pip = FakePip({"install": []})
+    monkeypatch.setattr(docker_client, "run", pip)
+    assert download(tmp_path) == []
+    assert len(pip.calls) == 1
+
+
+def test_download_with_an_old_pip_fetches_the_whole_closure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pip = FakePip({}, install=(2, "Usage: ...\nno such option: --report\n"))
+    monkeypatch.setattr(docker_client, "run", pip)
+    download(tmp_path)
+    assert pip.calls[1]["command"][:5] == [
+        "pip",
+        "wheel",
+        "--wheel-dir",
+        "/wheels",
+        "prefect==3.9.1",
+    ]
+    assert "--no-deps" not in pip.calls[1]["command"]
+
+
+def test_download_failures_say_why_without_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = FakePip({}, install=(1, "ERROR: 401 Client Error for url https://u:p@idx/simple\n"))
+    monkeypatch.setattr(docker_client, "run", failing)
+    with pytest.raises(BuildError) as caught:
+        download(tmp_path)
+    assert str(caught.value) == (
+        "cannot resolve prefect==3.9.1 with python:3.13-slim: "
+        "401 Client Error for url https://***@idx/simple"
+    )
+
+    fetching = FakePip({"install": [item("prefect", "3.9.1")]})
+    fetching.fetch = (1, "ERROR: HTTP error 503\n")
+    monkeypatch.setattr(docker_client, "run", fetching)
+    with pytest.raises(BuildError, match=r"cannot fetch wheels for prefect==3\.9\.1 with python"):
+        download(tmp_path)
