@@ -277,7 +277,8 @@ class Builder:
     def _copy_sources(self, context: Path, *names: str) -> None:
         context.mkdir(parents=True, exist_ok=True)
         for name in names:
-            (context / name).write_bytes(self.sources.files[name])
+            # copy2 keeps the mode: entrypoint.sh must stay executable.
+            shutil.copy2(self.settings.dockerfiles / name, context / name)
 
     def _labels(self, image: Image, packages: str, revision: str | None) -> dict[str, str]:
         found = {

@@ -4,7 +4,10 @@ Scenarios, each run by both methods against registries of their own:
   cold          empty builder cache, empty registry, the whole matrix;
   cold-1        the same with only the oldest version (it seeds `incremental`);
   incremental   the newest version added to what cold-1 published;
-  no-op         the whole matrix again, on an emptied builder cache, registry full.
+  no-op         the whole matrix again, on an emptied builder cache, registry full;
+  base-update   the oldest version published (not measured), then the base images get a
+                new identity (as python:X.Y-slim does every few weeks) and the newest
+                version is added: released images must be neither rebuilt nor re-pushed.
 Every measured run starts from an emptied builder cache (base images kept), as CI
 builders do. "Bytes uploaded" is what the registry's storage grew by; "images built" is
 the number of image builds the method ran.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import platform
@@ -33,13 +37,16 @@ import requests
 import yaml
 from tabulate import tabulate
 
+from publisher.build import Settings
 from publisher.destination import Destination
 from publisher.matrix import load
+from publisher.outcome import Status
 from publisher.plan import plan
 from publisher.progress import Reporter
 from publisher.publish import Options, publish
 from publisher.wheels import IndexOptions
 
+SCENARIOS = ("cold", "cold-1", "incremental", "no-op", "base-update")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
@@ -89,7 +96,7 @@ def stored_bytes(storage: Path) -> int:
     return sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) if data.exists() else 0
 
 
-def fresh_builder(client: docker.DockerClient, keep_prefix: str) -> None:
+def fresh_builder(client: docker.DockerClient, keep_prefix: tuple[str, ...]) -> None:
     """Empty the builder: every image but the base images goes, with its layers."""
     for image in client.images.list(all=True):
         if any(tag.startswith(keep_prefix) for tag in image.tags):
@@ -147,17 +154,27 @@ def naive(matrix_path: Path, destination: str, index_url: str) -> int:
 def ours(matrix_path: Path, destination: str, index_url: str, jobs: int) -> int:
     matrix = load(matrix_path)
     options = Options(
+        build=Settings(dockerfiles=matrix.dockerfiles, index=IndexOptions(index_url=index_url)),
         destination=Destination.parse(destination),
-        index=IndexOptions(index_url=index_url),
-        dockerfiles=matrix.dockerfiles,
         jobs=jobs,
     )
     with open(os.devnull, "w") as quiet:
-        outcomes = publish(matrix, plan(matrix), options, Reporter(stream=quiet))
-    failed = [o for o in outcomes if o.status == "failed"]
+        outcomes = publish(matrix, plan(matrix), options, Reporter(stream=quiet)).outcomes
+    failed = [o for o in outcomes if o.failed]
     if failed:
         raise SystemExit(f"publisher failed: {failed[0].image.id}: {failed[0].error}")
-    return sum(1 for o in outcomes if o.built)
+    return sum(1 for o in outcomes if o.status in (Status.PUSHED, Status.REPLACED))
+
+
+def refresh_base(client: docker.DockerClient, template: str, pythons: list[str]) -> None:
+    """Give each base image a new identity: the same image with one more label."""
+    for python in pythons:
+        ref = template.format(python=python)
+        client.images.build(
+            fileobj=io.BytesIO(f"FROM {ref}\nLABEL refreshed={time.time()}\n".encode()),
+            tag=ref,
+            rm=True,
+        )
 
 
 def main() -> int:
@@ -167,6 +184,12 @@ def main() -> int:
     parser.add_argument("--base-image", default=os.environ.get("PUBLISHER_TEST_BASE_IMAGE"))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=SCENARIOS,
+        help="run only these scenarios (repeatable; default: all)",
+    )
     args = parser.parse_args()
     if not args.index_url:
         parser.error("--index-url (or PUBLISHER_TEST_INDEX) is required")
@@ -183,7 +206,22 @@ def main() -> int:
         path = work / f"matrix-{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         matrices[name] = path
-    keep = data["base_image"].split("{", 1)[0]
+    shared_base = data["base_image"]
+    # The base-update scenario refreshes a base of its own, so the shared one stays as it is.
+    own_base = "publisher-bench/python:{python}-slim"
+    pythons = sorted({p for v in base["variants"].values() for p in v["pythons"]})
+    for python in pythons:
+        client.images.get(shared_base.format(python=python)).tag(
+            "publisher-bench/python", f"{python}-slim"
+        )
+    for name, chosen in (("own-oldest", versions[:1]), ("own-all", versions)):
+        data = {**base, "versions": chosen, "dockerfiles": str(ROOT / "dockerfiles")}
+        data["base_image"] = own_base
+        path = work / f"matrix-{name}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        matrices[name] = path
+    keep = (shared_base.split("{", 1)[0], "publisher-bench/python:")
+    wanted = args.scenario or SCENARIOS
 
     methods: dict[str, Callable[[Path, str], int]] = {
         "naive": lambda m, d: naive(m, d, args.index_url),
@@ -209,14 +247,24 @@ def main() -> int:
         print(f"bench: {scenario:12} {method:9} {seconds:8.1f} s  built {built}", flush=True)
 
     for method in methods:
-        storage = work / f"incremental-{method}"
-        with registry(storage) as address:
-            measure("cold-1", method, matrices["oldest"], storage, address)
-            measure("incremental", method, matrices["all"], storage, address)
-        storage = work / f"cold-{method}"
-        with registry(storage) as address:
-            measure("cold", method, matrices["all"], storage, address)
-            measure("no-op", method, matrices["all"], storage, address)
+        if {"cold-1", "incremental"} & set(wanted):
+            storage = work / f"incremental-{method}"
+            with registry(storage) as address:
+                measure("cold-1", method, matrices["oldest"], storage, address)
+                measure("incremental", method, matrices["all"], storage, address)
+        if {"cold", "no-op"} & set(wanted):
+            storage = work / f"cold-{method}"
+            with registry(storage) as address:
+                measure("cold", method, matrices["all"], storage, address)
+                measure("no-op", method, matrices["all"], storage, address)
+        if "base-update" in wanted:
+            storage = work / f"base-update-{method}"
+            with registry(storage) as address:
+                # The release as it was: published by the same method, not measured.
+                fresh_builder(client, keep)
+                methods[method](matrices["own-oldest"], f"{address}/bench")
+                refresh_base(client, own_base, pythons)
+                measure("base-update", method, matrices["own-all"], storage, address)
     fresh_builder(client, keep)
 
     print(report(results))
@@ -235,7 +283,9 @@ def main() -> int:
 def report(results: list[Measure]) -> str:
     by = {(r.scenario, r.method): r for r in results}
     rows = []
-    for scenario in ("cold", "cold-1", "incremental", "no-op"):
+    for scenario in SCENARIOS:
+        if (scenario, "naive") not in by:
+            continue
         naive_r, ours_r = by[(scenario, "naive")], by[(scenario, "publisher")]
         rows.append(
             (

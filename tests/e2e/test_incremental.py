@@ -59,7 +59,7 @@ def test_adding_a_version_builds_only_its_images_and_repoints_rolling_tags(
     # The older version's images were recognised, not rebuilt or pushed again.
     older_images = [i for i in plan(load(both)).images if i.prefect_version == older]
     for image in older_images:
-        assert f"{image.id}: unchanged in the registry" in result.stderr
+        assert f"{image.id}: published; not rebuilding" in result.stderr
         for tag in image.immutable_tags:
             assert after[tag] == before[tag]
     pushed = [line for line in result.stderr.splitlines() if ": pushing " in line]
