@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,24 @@ def test_an_image_without_readable_inputs_is_stale(matrix: Matrix, label: str | 
         "version": "0.14.9",
         "changes": ["its build inputs are not recorded in its labels"],
     }
+
+
+@pytest.mark.xfail(
+    reason="Inputs.from_label drops the recorded format and inputs.changes() never compares "
+    "it, so an image built under an older inputs format reads as published",
+    strict=True,
+)
+def test_an_image_recorded_under_another_inputs_format_is_stale(matrix: Matrix) -> None:
+    registry = FakeRegistry()
+    the_plan = plan(matrix).select(["full-0.14.9-py3.7"])
+    (image,) = the_plan.images
+    recorded = json.loads(inputs_label(image))
+    recorded["format"] = "1"
+    seed(registry, image, **{labels.INPUTS: json.dumps(recorded)})
+
+    (status,) = review.status(registry, REPO, the_plan, today())
+
+    assert status.state == "stale"
 
 
 # -- diff --------------------------------------------------------------------------------
