@@ -613,3 +613,49 @@ def test_an_image_with_only_a_rolling_tag_never_moves_it_backwards(
 
     assert "kept core: the registry holds 3.9.2, newer than 3.9.1" in publication.notes
     assert registry.state(REPO)["core"] == newer
+
+
+# -- the fakes themselves ----------------------------------------------------------------
+
+
+def test_fake_registry_behaves_like_a_registry() -> None:
+    registry = FakeRegistry(fail_after_writes=2)
+    pushed = registry.put(REPO, "a", {"v": "1"}, "content")
+    assert registry.digest(REPO, "a") == pushed == registry.digest(REPO, pushed)
+    assert registry.digest(REPO, "b") is None
+    assert registry.digest("other/repo", "a") is None
+    assert registry.labels(REPO, "a") == {"v": "1"}
+    with pytest.raises(RegistryError):
+        registry.labels(REPO, "b")
+    with pytest.raises(RegistryError):
+        registry.copy_tag(REPO, "sha256:missing", "c")
+    assert registry.copy_tag(REPO, pushed, "c") == pushed
+    with pytest.raises(RegistryError, match="injected failure on write 3"):
+        registry.copy_tag(REPO, "a", "d")
+    assert registry.state(REPO) == {"a": pushed, "c": pushed}
+    assert [(c.method, c.ref) for c in registry.calls] == [
+        ("put", "a"),
+        ("digest", "a"),
+        ("digest", pushed),
+        ("digest", "b"),
+        ("digest", "a"),
+        ("labels", "a"),
+        ("labels", "b"),
+        ("copy_tag", "c"),
+        ("copy_tag", "c"),
+        ("copy_tag", "d"),
+    ]
+
+
+def test_fake_engine_builds_deterministically_and_fails_on_request(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    from publisher.build import groups_of
+
+    group = groups_of(plan(matrix_of()).images)[0]
+    daemon = FakeDaemon(fail={group.images[1].id: "smoke test failed"})
+    with daemon.engines()() as one, daemon.engines()() as two:
+        first, second = one.build(group), two.build(group)
+    assert first == second
+    assert first[0].ok and first[1].error == "smoke test failed"
+    assert daemon.opened == daemon.closed == 2
