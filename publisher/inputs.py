@@ -30,6 +30,7 @@ class Inputs:
     buildargs: Mapping[str, str] = field(default_factory=dict)
     extras: tuple[str, ...] = ()
     parent: str | None = None  # the core image this one is built on, if any
+    format: str = FORMAT
 
     @classmethod
     def of(
@@ -53,7 +54,7 @@ class Inputs:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "format": FORMAT,
+            "format": self.format,
             "base": self.base,
             "base_id": self.base_id,
             "files": dict(self.files),
@@ -90,6 +91,7 @@ class Inputs:
                 files={str(k): str(v) for k, v in dict(data["files"]).items()},
                 buildargs={str(k): str(v) for k, v in dict(data["buildargs"]).items()},
                 extras=tuple(str(e) for e in data["extras"]),
+                format=str(data.get("format", "?")),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -98,6 +100,10 @@ class Inputs:
 def changes(recorded: Inputs, today: Inputs) -> list[str]:
     """What differs between the inputs an image was built from and today's, in words."""
     found: list[str] = []
+    if recorded.format != today.format:
+        # Recorded by a publisher that described its inputs differently: not comparable.
+        found.append(f"recorded by an older publisher (inputs format {recorded.format})")
+        return found
     if (recorded.base, recorded.base_id) != (today.base, today.base_id):
         if recorded.base == today.base:
             found.append(

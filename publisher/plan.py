@@ -185,6 +185,14 @@ def _image(
     if not tags:
         # A cell nobody can pull is a mistake in the rules, not something to build quietly.
         raise MatrixError(f"{matrix.path}: image {ident} gets no tag from any rule in 'tags'")
+    if not nightly and all(tag.rolling for tag in tags):
+        # Whether a release image is published is read from its immutable tag; with none,
+        # every publish would rebuild it and push straight over a rolling tag.
+        raise MatrixError(
+            f"{matrix.path}: image {ident} gets only rolling tags "
+            f"({', '.join(t.name for t in tags)}); give it an immutable one, e.g. "
+            "'{version}-python{python}' or 'core-{version}'"
+        )
     names = [tag.name for tag in tags]
     for name in names:
         if names.count(name) > 1:

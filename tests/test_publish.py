@@ -16,7 +16,7 @@ from fakes import FakeDaemon, FakeRegistry
 from publisher import publish
 from publisher.build import Settings
 from publisher.destination import Destination
-from publisher.errors import RegistryError, SelectionError
+from publisher.errors import MatrixError, RegistryError, SelectionError
 from publisher.matrix import Matrix, load
 from publisher.outcome import Outcome, Status
 from publisher.plan import Plan, Revision, plan
@@ -592,27 +592,19 @@ def test_verified_refuses_a_missing_or_different_tag() -> None:
         publish._verified(registry, REPO, "a", "sha256:0")
 
 
-@pytest.mark.xfail(
-    reason="an image whose only tags are rolling is pushed straight under its rolling tag "
-    "(_anchor falls back to tags[0]), bypassing no-downgrade, while the notes say it was kept",
-    strict=True,
-)
-def test_an_image_with_only_a_rolling_tag_never_moves_it_backwards(
+def test_a_release_image_with_only_rolling_tags_is_refused_before_anything_runs(
     matrix_of: Callable[..., Matrix],
 ) -> None:
-    # A single-version matrix may give the core image no immutable tag at all.
+    # Its immutable tag is how a later run knows it is published and what to compare a
+    # rolling tag with; without one it would be pushed straight over `core` every time.
     tags = [
         {"tag": "core", "variant": "core", "release": "latest"},
         {"tag": "{version}-python{python}", "variant": "full"},
     ]
     registry = FakeRegistry()
-    run(matrix_of(versions=["3.9.2"], tags=tags), registry)
-    newer = registry.state(REPO)["core"]
-
-    _, publication, _ = run(matrix_of(versions=["3.9.1"], tags=tags), registry)
-
-    assert "kept core: the registry holds 3.9.2, newer than 3.9.1" in publication.notes
-    assert registry.state(REPO)["core"] == newer
+    with pytest.raises(MatrixError, match="gets only rolling tags"):
+        run(matrix_of(versions=["3.9.2"], tags=tags), registry)
+    assert registry.calls == []
 
 
 # -- the fakes themselves ----------------------------------------------------------------

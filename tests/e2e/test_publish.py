@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import docker
@@ -261,13 +262,16 @@ def _assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments:
         assert fragment in errors[0], errors[0]
 
 
-def test_unreachable_docker_daemon_is_one_clear_line(published: Published) -> None:
+def test_unreachable_docker_daemon_is_one_clear_line(
+    published: Published, services: Services
+) -> None:
+    # An empty namespace, so there is something to build (a republish needs no daemon).
     result = run_publisher(
         "publish",
         "--matrix",
         published.matrix,
         "--registry",
-        published.namespace,
+        f"{services.registry}/no-daemon-{uuid.uuid4().hex[:8]}",
         env={"DOCKER_HOST": "unix:///tmp/no-such-docker.sock"},
     )
     assert result.returncode == 3
