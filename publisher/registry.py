@@ -359,6 +359,13 @@ class RegistryClient:
         auth: tuple[str, str] | None = None,
         target: str | None = None,
     ) -> requests.Response:
+        """One request, retried on 429/5xx and on dropped connections.
+
+        Every request is safe to repeat: reads, and manifest PUTs of exact bytes (the same
+        bytes give the same digest). urllib3's Retry could do this only with overrides
+        (to spare read timeouts, to cap Retry-After), would not retry a body cut short
+        after the headers, and would hide the attempts from the request counts.
+        """
         for attempt in range(self.retries + 1):
             self.requests_made += 1
             self.bytes_sent += len(data or b"")
