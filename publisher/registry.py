@@ -12,6 +12,7 @@ import base64
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCK
 # Docker Hub's API lives on another host than the name users write in image references.
 _API_HOSTS = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Seconds to wait for a registry to answer; overridable for slow or far-away registries.
+TIMEOUT_ENV = "PUBLISHER_REGISTRY_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0
 _BACKOFF_SECONDS = 0.25
 _MAX_RETRY_AFTER_SECONDS = 10.0
 _AUTH_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^,\s]+))')
@@ -58,6 +62,20 @@ class Credentials:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def default_timeout() -> float:
+    """PUBLISHER_REGISTRY_TIMEOUT seconds when set, else 30: one request's connect and read."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise RegistryError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds in (0, 3600]")
+    return value
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -114,7 +132,7 @@ class RegistryClient:
         *,
         credentials: Credentials | None = None,
         insecure: bool | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         retries: int = 3,
     ) -> None:
         hostname = urlsplit(f"//{host}").hostname or host
@@ -125,7 +143,7 @@ class RegistryClient:
         self.host = host
         self.base_url = f"{'http' if insecure else 'https'}://{api_host}"
         self.credentials = credentials
-        self.timeout = timeout
+        self.timeout = default_timeout() if timeout is None else timeout
         self.retries = retries
         self.requests_made = 0
         self.bytes_sent = 0
@@ -341,6 +359,13 @@ class RegistryClient:
         auth: tuple[str, str] | None = None,
         target: str | None = None,
     ) -> requests.Response:
+        """One request, retried on 429/5xx and on dropped connections.
+
+        Every request is safe to repeat: reads, and manifest PUTs of exact bytes (the same
+        bytes give the same digest). urllib3's Retry could do this only with overrides
+        (to spare read timeouts, to cap Retry-After), would not retry a body cut short
+        after the headers, and would hide the attempts from the request counts.
+        """
         for attempt in range(self.retries + 1):
             self.requests_made += 1
             self.bytes_sent += len(data or b"")

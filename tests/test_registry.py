@@ -8,7 +8,6 @@ connections are exercised against a small scripted HTTP server instead.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import threading
 import time
@@ -19,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from registry_server import free_port, run_registry
+from tiny_image import push_image, push_manifest, sha256
 
 from publisher.errors import RegistryAuthError, RegistryError, RegistryUnreachable
 from publisher.registry import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
+    TIMEOUT_ENV,
     Credentials,
     Manifest,
     RegistryClient,
@@ -34,96 +34,6 @@ from publisher.registry import (
 
 needs_registry = pytest.mark.registry
 USER, PASSWORD = "publisher", "Pa55-w0rd-never-shown"
-Auth = tuple[str, str] | None
-
-
-# --- uploading a tiny image through the API itself -------------------------------------------
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def push_blob(host: str, repo: str, data: bytes, *, auth: Auth = None) -> str:
-    digest = sha256(data)
-    started = requests.post(f"http://{host}/v2/{repo}/blobs/uploads/", auth=auth, timeout=10)
-    assert started.status_code == 202, started.text
-    location = requests.compat.urljoin(f"http://{host}/", started.headers["Location"])
-    separator = "&" if "?" in location else "?"
-    done = requests.put(
-        f"{location}{separator}digest={digest}",
-        data=data,
-        headers={"Content-Type": "application/octet-stream"},
-        auth=auth,
-        timeout=10,
-    )
-    assert done.status_code == 201, done.text
-    return digest
-
-
-def push_manifest(
-    host: str, repo: str, ref: str, document: dict[str, Any], media_type: str, *, auth: Auth = None
-) -> str:
-    # indent=3 makes bytes no re-serialisation would reproduce, so digests prove byte copies.
-    raw = json.dumps(document, indent=3).encode()
-    response = requests.put(
-        f"http://{host}/v2/{repo}/manifests/{ref}",
-        data=raw,
-        headers={"Content-Type": media_type},
-        auth=auth,
-        timeout=10,
-    )
-    assert response.status_code == 201, response.text
-    assert response.headers["Docker-Content-Digest"] == sha256(raw)
-    return sha256(raw)
-
-
-def push_image(
-    host: str,
-    repo: str,
-    ref: str,
-    *,
-    labels: dict[str, str] | None = None,
-    architecture: str = "amd64",
-    oci: bool = False,
-    auth: Auth = None,
-) -> str:
-    layer = f"layer for {architecture}".encode()
-    config = {
-        "architecture": architecture,
-        "os": "linux",
-        "config": {"Labels": labels or {}},
-        "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]},
-    }
-    config_raw = json.dumps(config).encode()
-    config_type = (
-        "application/vnd.oci.image.config.v1+json"
-        if oci
-        else "application/vnd.docker.container.image.v1+json"
-    )
-    layer_type = (
-        "application/vnd.oci.image.layer.v1.tar"
-        if oci
-        else "application/vnd.docker.image.rootfs.diff.tar"
-    )
-    media_type = OCI_MANIFEST if oci else DOCKER_MANIFEST
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "config": {
-            "mediaType": config_type,
-            "size": len(config_raw),
-            "digest": push_blob(host, repo, config_raw, auth=auth),
-        },
-        "layers": [
-            {
-                "mediaType": layer_type,
-                "size": len(layer),
-                "digest": push_blob(host, repo, layer, auth=auth),
-            }
-        ],
-    }
-    return push_manifest(host, repo, ref, manifest, media_type, auth=auth)
 
 
 @pytest.fixture
@@ -377,6 +287,22 @@ def test_scheme_and_api_host(host: str, insecure: bool | None, base_url: str) ->
 
     assert client.base_url == base_url
     assert client.host == host
+
+
+def test_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert RegistryClient("localhost:5000").timeout == 30.0
+    monkeypatch.setenv(TIMEOUT_ENV, "2.5")
+    assert RegistryClient("localhost:5000").timeout == 2.5
+    assert RegistryClient("localhost:5000", timeout=7).timeout == 7
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
+def test_a_bad_timeout_setting_is_one_line(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(TIMEOUT_ENV, value)
+
+    with pytest.raises(RegistryError, match=f"^{TIMEOUT_ENV}='{value}' is not a number"):
+        RegistryClient("localhost:5000")
 
 
 def test_credentials_repr_hides_the_password() -> None:
