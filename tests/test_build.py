@@ -1,4 +1,4 @@
-"""build, engine, smoke and docker_client against a fake Docker SDK client.
+"""build, engine and docker_client against a fake Docker SDK client.
 
 The Builder's collaborators that need a daemon (docker_client.build, wheels.download,
 smoke.check) are replaced by recording fakes; the small docker_client helpers that only
@@ -8,7 +8,6 @@ look images up run for real against the fake client.
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -763,82 +762,3 @@ def test_connect_reports_an_unreachable_daemon(monkeypatch: pytest.MonkeyPatch) 
         "cannot reach the Docker daemon at tcp://nowhere:2375: Error while fetching server API "
         "version (is dockerd running? DOCKER_HOST names the daemon to use)"
     )
-
-
-# -- smoke tests -------------------------------------------------------------------------
-
-
-def run_answers(answers: dict[str, tuple[int, str]]) -> Callable[..., tuple[int, str]]:
-    """A docker_client.run that answers by the command's first two words."""
-
-    def fake(client: Any, image: str, command: list[str], **kw: Any) -> tuple[int, str]:
-        return answers[" ".join(command[:2])]
-
-    return fake
-
-
-REPORT = {
-    "docker": {"packages": ["docker"], "installed": ["docker"]},
-    "aws": {"packages": ["boto3"], "installed": []},
-}
-
-
-def smoke_check(
-    monkeypatch: pytest.MonkeyPatch, answers: dict[str, tuple[int, str]], **kw: Any
-) -> smoke.SmokeResult:
-    monkeypatch.setattr(docker_client, "run", run_answers(answers))
-    args = {"python": "3.13", "prefect_version": "3.9.1", "extras_present": (), "extras_absent": ()}
-    args.update(kw)
-    return smoke.check(None, "img", **args)  # type: ignore[arg-type]
-
-
-OK = {
-    "prefect version": (0, "Version:             3.9.1\nAPI version:  0.8.4\n"),
-    "python --version": (0, "Python 3.13.1\n"),
-    "python -c": (0, "noise\n" + json.dumps(REPORT) + "\n"),
-}
-
-
-def test_smoke_check_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    result = smoke_check(monkeypatch, OK, extras_present=("docker",), extras_absent=("aws",))
-    assert result == smoke.SmokeResult(prefect_version="3.9.1", python_version="3.13.1")
-
-
-def test_smoke_check_accepts_prefect_0x_bare_version_and_any_nightly(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    answers = {**OK, "prefect version": (0, "0.14.10\n")}
-    assert smoke_check(monkeypatch, answers, prefect_version="0.14.10").prefect_version == "0.14.10"
-    assert smoke_check(monkeypatch, OK, prefect_version=None).prefect_version == "3.9.1"
-
-
-@pytest.mark.parametrize(
-    ("answers", "kw", "message"),
-    [
-        ({"prefect version": (0, "Version: 3.9.0\n")}, {}, "reports 3.9.0, expected 3.9.1"),
-        ({"prefect version": (127, "exec failed\nnot found\n")}, {}, "exited with 127: not found"),
-        ({"prefect version": (0, "  \n")}, {}, "printed nothing"),
-        ({"python --version": (0, "Python 3.12.1\n")}, {}, "expected Python 3.13"),
-        ({"python --version": (0, "Python 3.131\n")}, {}, "expected Python 3.13"),
-        (
-            {"python -c": (1, "Traceback\nImportError: x\n")},
-            {"extras_absent": ("aws",)},
-            "ImportError: x",
-        ),
-        ({}, {"extras_present": ("aws",)}, "extra 'aws' is missing boto3"),
-        ({}, {"extras_absent": ("docker",)}, "must not carry extra 'docker', but has docker"),
-        (
-            {"python -c": (0, json.dumps({"x": {"packages": [], "installed": []}}))},
-            {"extras_present": ("x",)},
-            "declares no packages for extra 'x'",
-        ),
-    ],
-)
-def test_smoke_check_failures(
-    monkeypatch: pytest.MonkeyPatch,
-    answers: dict[str, tuple[int, str]],
-    kw: dict[str, Any],
-    message: str,
-) -> None:
-    with pytest.raises(BuildError, match=message):
-        smoke_check(monkeypatch, {**OK, **answers}, **kw)
