@@ -99,7 +99,7 @@ def groups_of(images: Iterable[Image]) -> list[Group]:
 @dataclass(frozen=True, kw_only=True)
 class _Parent:
     ref: str  # what the extras build names in FROM
-    id: str  # its fingerprint (built here) or digest (published)
+    id: str  # its image id (config digest)
 
 
 class Builder:
@@ -152,9 +152,15 @@ class Builder:
         if group.published_core is not None:
             self.reporter.step(group.subject, f"building on the released {group.published_core}")
             docker_client.ensure_image(self.client, group.published_core, self.auth)
-            return core, _Parent(ref=group.published_core, id=group.published_core.split("@")[1])
-        self._ensure(core, group.subject + " core", lambda d: self._core_context(group, core, d))
-        return core, _Parent(ref=core.cache_ref, id=core.fingerprint)
+            parent = group.published_core
+        else:
+            self._ensure(
+                core, group.subject + " core", lambda d: self._core_context(group, core, d)
+            )
+            parent = core.cache_ref
+        # The parent by image id: a released core pulled from the registry is the same
+        # parent as the local build it was pushed from, so a resumed run rebuilds nothing.
+        return core, _Parent(ref=parent, id=docker_client.image_id(self.client, parent))
 
     def _image(self, group: Group, image: Image, core: Recipe, parent: _Parent) -> Built:
         started = time.monotonic()

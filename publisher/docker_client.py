@@ -92,6 +92,13 @@ def has_image(client: docker.DockerClient, reference: str) -> bool:
         return False
 
 
+def image_id(client: docker.DockerClient, reference: str) -> str:
+    try:
+        return str(client.images.get(reference).id)
+    except (ImageNotFound, APIError) as exc:
+        raise BuildError(f"cannot inspect image {reference}: {_explain(exc)}") from None
+
+
 def ensure_image(
     client: docker.DockerClient, reference: str, auth: dict[str, str] | None = None
 ) -> None:
