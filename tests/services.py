@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import requests
 
 HERE = Path(__file__).resolve().parent
@@ -186,6 +187,23 @@ def _pip(python: Path, *args: str) -> None:
 MARKER_ENVIRONMENT = (
     "import json, pip._vendor.packaging.markers as m; print(json.dumps(m.default_environment()))"
 )
+
+
+def marker_environments(boot: Bootstrap) -> dict[str, dict[str, str]]:
+    """Each base image's marker environment, by its Python ("3.11")."""
+    client = docker.DockerClient(base_url=boot.docker_host, timeout=120)
+    with contextlib.closing(client):
+        return {
+            python: json.loads(
+                client.containers.run(
+                    boot.base_image.format(python=python),
+                    ["python3", "-c", MARKER_ENVIRONMENT],
+                    network_mode="none",
+                    remove=True,
+                )
+            )
+            for python in boot.pythons
+        }
 
 
 def wheel_flags(python: str) -> list[str]:

@@ -9,7 +9,6 @@ which case that is a failure: CI must never pass by skipping the real thing.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -28,10 +27,10 @@ from publisher.plan import Plan, plan
 from publisher.registry import RegistryClient
 from tests.registry_server import run_registry
 from tests.services import (
-    MARKER_ENVIRONMENT,
     PREFECT_VERSIONS,
     Bootstrap,
     ensure_wheelhouse,
+    marker_environments,
     package_index,
     sdist,
     tools_python,
@@ -90,22 +89,10 @@ def _bootstrapped() -> Bootstrap:
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     boot = _bootstrapped()
     work = tmp_path_factory.mktemp("services")
-    client = docker.DockerClient(base_url=boot.docker_host, timeout=120)
-    with pytest.MonkeyPatch.context() as env, closing(client):
+    with pytest.MonkeyPatch.context() as env:
         # The publisher under test, and every Docker client here, talk to the same daemon.
         env.setenv("DOCKER_HOST", boot.docker_host)
-        markers = {
-            python: json.loads(
-                client.containers.run(
-                    boot.base_image.format(python=python),
-                    ["python3", "-c", MARKER_ENVIRONMENT],
-                    network_mode="none",
-                    remove=True,
-                )
-            )
-            for python in boot.pythons
-        }
-        wheelhouse = ensure_wheelhouse(boot.cache_dir, markers)
+        wheelhouse = ensure_wheelhouse(boot.cache_dir, marker_environments(boot))
         tools = tools_python(boot.cache_dir)
         with (
             run_registry(work / "registry") as registry,
