@@ -53,8 +53,8 @@ def _with_bootstrap(session: nox.Session, *args: str) -> None:
         session.log("not root: no bootstrap; e2e tests use an earlier `.ci/bootstrap up`, if any")
         session.run(*args)
         return
-    session.run("bash", str(BOOTSTRAP), "up", external=True)
-    try:
+    try:  # `down` also after a failed `up`: it stops only what `up` started
+        session.run("bash", str(BOOTSTRAP), "up", external=True)
         # Bootstrapped, the e2e tests must run: a missing service is then a failure, not a skip.
         session.run(*args, env={"PUBLISHER_E2E": "1"})
     finally:
