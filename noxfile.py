@@ -1,24 +1,45 @@
 """Maintainer entry points. Each session is a thin call into the `publisher` package.
 
+nox                         unit tests, docs check and lint (plus `tests` where it can run)
 nox -l                      list sessions
-nox -s tests                all tests, starting dockerd, a registry and an index first
-nox -s docs -- --check      fail when the docs tag table is stale
+nox -s tests                all tests; as root, `.ci/bootstrap up` first and `down` after
+nox -s docs                 regenerate the docs tag table (`-- --check`: fail when stale)
 nox -s publish -- --registry ghcr.io/acme
 """
 
 from __future__ import annotations
 
 import os
-import shlex
+import socket
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "docs"]
+nox.needs_version = ">=2025.2.9"
 nox.options.reuse_venv = "yes"
 
 ROOT = Path(__file__).parent
-SERVICES = ROOT / ".ci" / "services"
+BOOTSTRAP = ROOT / ".ci" / "bootstrap"
+
+
+def _docker_answers() -> bool:
+    """Whether the Docker daemon answers on its socket (for this user)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return False
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(host.removeprefix("unix://"))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return sock.recv(16).startswith(b"HTTP/1.")
+        except OSError:
+            return False
+
+
+IS_ROOT = os.geteuid() == 0
+# The end-to-end tests need root (to bootstrap) or a daemon this user can use already.
+CAN_RUN_E2E = IS_ROOT or _docker_answers()
 
 
 def _install(session: nox.Session, *extras: str) -> None:
@@ -26,28 +47,25 @@ def _install(session: nox.Session, *extras: str) -> None:
     session.install("-e", target)
 
 
-def _services_env(session: nox.Session) -> dict[str, str]:
-    """Start what the end-to-end tests need; return the variables `.ci/services` exported."""
-    session.run("bash", str(SERVICES), "up", external=True)
-    state = Path(os.environ.get("PUBLISHER_TEST_STATE", "/tmp/publisher-test"))
-    env: dict[str, str] = {}
-    for line in (state / "env").read_text().splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-            key, _, value = words[1].partition("=")
-            env[key] = value
-    return env
-
-
-@nox.session
-def tests(session: nox.Session) -> None:
-    """Run every test, end-to-end ones included (starts and stops dockerd, registry, index)."""
-    _install(session, "test")
-    env = _services_env(session)
-    try:
-        session.run("pytest", *session.posargs, env=env)
+def _with_bootstrap(session: nox.Session, *args: str) -> None:
+    """Run ARGS between `.ci/bootstrap up` and `down` (as root; else with what is there)."""
+    if not IS_ROOT:
+        session.log("not root: no bootstrap; e2e tests use an earlier `.ci/bootstrap up`, if any")
+        session.run(*args)
+        return
+    try:  # `down` also after a failed `up`: it stops only what `up` started
+        session.run("bash", str(BOOTSTRAP), "up", external=True)
+        # Bootstrapped, the e2e tests must run: a missing service is then a failure, not a skip.
+        session.run(*args, env={"PUBLISHER_E2E": "1"})
     finally:
-        session.run("bash", str(SERVICES), "down", external=True)
+        session.run("bash", str(BOOTSTRAP), "down", external=True)
+
+
+@nox.session(default=CAN_RUN_E2E)
+def tests(session: nox.Session) -> None:
+    """Run every test, end-to-end ones included (bootstraps dockerd and base images as root)."""
+    _install(session, "test")
+    _with_bootstrap(session, "pytest", *session.posargs)
 
 
 @nox.session
@@ -55,6 +73,13 @@ def unit(session: nox.Session) -> None:
     """Run the tests that need no Docker daemon, registry or index."""
     _install(session, "test")
     session.run("pytest", "-m", "not e2e and not registry", *session.posargs)
+
+
+@nox.session(name="docs-check")
+def docs_check(session: nox.Session) -> None:
+    """Fail when the docs tag table is stale (`nox -s docs` regenerates it)."""
+    _install(session)
+    session.run("publisher", "docs", "--check", *session.posargs)
 
 
 @nox.session
@@ -69,14 +94,14 @@ def lint(session: nox.Session) -> None:
         session.run("hadolint", *dockerfiles)
 
 
-@nox.session
+@nox.session(default=False)
 def plan(session: nox.Session) -> None:
     """Print the images and tags the matrix gives (forwards options to `publisher plan`)."""
     _install(session)
     session.run("publisher", "plan", *session.posargs)
 
 
-@nox.session
+@nox.session(default=False)
 def docs(session: nox.Session) -> None:
     """Regenerate the docs tag table; `-- --check` fails on a stale page instead."""
     _install(session)
@@ -108,8 +133,4 @@ def nightly(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Time the publisher against the naive build-tag-push loop (cold, no-op, incremental)."""
     _install(session, "test")
-    env = _services_env(session)
-    try:
-        session.run("python", "tests/bench/bench.py", *session.posargs, env=env)
-    finally:
-        session.run("bash", str(SERVICES), "down", external=True)
+    _with_bootstrap(session, "python", "-m", "tests.bench.bench", *session.posargs)

@@ -1,4 +1,4 @@
-"""Start a real Docker registry (distribution 2.8) on a loopback port for tests.
+"""Start a real Docker registry (distribution 2.8) on a loopback port for tests (`serve`).
 
 Tests that use it are skipped when ``/usr/bin/docker-registry`` is missing, so a
 developer without it still gets a green run; CI sets ``PUBLISHER_E2E=1`` and a
@@ -13,18 +13,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
-import requests
+
+from tests.services import free_port, serve
+
+__all__ = ["free_port", "require_registry_binary", "run_registry", "write_htpasswd"]
 
 REGISTRY_BINARY = Path("/usr/bin/docker-registry")
-STARTUP_TIMEOUT = 15.0
 
 
 def require_registry_binary() -> Path:
@@ -38,15 +37,6 @@ def _missing(reason: str) -> NoReturn:
     if os.environ.get("PUBLISHER_E2E") == "1":
         pytest.fail(f"PUBLISHER_E2E=1 but {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    # The port may be taken again between close() and the registry's bind();
-    # run_registry() notices an early exit and tries another port.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_htpasswd(path: Path, users: dict[str, str]) -> None:
@@ -79,33 +69,6 @@ def _config(root: Path, port: int, htpasswd_path: Path | None) -> dict[str, obje
     return config
 
 
-def _wait_until_ready(proc: subprocess.Popen[bytes], host: str) -> bool:
-    """True once GET /v2/ answers; False if the process died first (port taken)."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            status = requests.get(f"http://{host}/v2/", timeout=1).status_code
-        except requests.ConnectionError:
-            time.sleep(0.05)
-            continue
-        if status in (200, 401):
-            return True
-        time.sleep(0.05)
-    raise RuntimeError(f"registry at {host} did not answer GET /v2/ within {STARTUP_TIMEOUT}s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @contextlib.contextmanager
 def run_registry(tmp_path: Path, *, htpasswd: dict[str, str] | None = None) -> Iterator[str]:
     """Run a registry storing into ``tmp_path``; yield its ``127.0.0.1:PORT``."""
@@ -115,25 +78,14 @@ def run_registry(tmp_path: Path, *, htpasswd: dict[str, str] | None = None) -> I
     if htpasswd is not None:
         htpasswd_path = tmp_path / "htpasswd"
         write_htpasswd(htpasswd_path, htpasswd)
-    log_path = tmp_path / "registry.log"
-    for _attempt in range(3):
-        port = free_port()
-        host = f"127.0.0.1:{port}"
+
+    def command(port: int) -> list[str | Path]:
         config_path = tmp_path / "config.yml"
         # JSON is valid YAML, so no YAML library is needed to write the config.
         config_path.write_text(json.dumps(_config(tmp_path, port, htpasswd_path), indent=2))
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [str(binary), "serve", str(config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            if _wait_until_ready(proc, host):
-                yield host
-                return
-        finally:
-            _stop(proc)
-    tail = log_path.read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"registry failed to start three times; its log ends with:\n{tail}")
+        return [binary, "serve", config_path]
+
+    # 401 is "up" too: an htpasswd registry refuses the anonymous probe.
+    url = "http://127.0.0.1:{port}/v2/"
+    with serve(command, url, tmp_path / "registry.log", ready=(200, 401)) as port:
+        yield f"127.0.0.1:{port}"

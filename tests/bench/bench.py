@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import docker
-import requests
 import yaml
 from tabulate import tabulate
 
@@ -45,6 +43,14 @@ from publisher.plan import plan
 from publisher.progress import Reporter
 from publisher.publish import Options, publish
 from publisher.wheels import IndexOptions
+from tests.registry_server import run_registry
+from tests.services import (
+    Bootstrap,
+    ensure_wheelhouse,
+    marker_environments,
+    package_index,
+    tools_python,
+)
 
 SCENARIOS = ("cold", "cold-1", "incremental", "no-op", "base-update")
 HERE = Path(__file__).resolve().parent
@@ -63,32 +69,22 @@ class Measure:
 @contextlib.contextmanager
 def registry(storage: Path) -> Iterator[str]:
     """A docker-registry of the bench's own, so its storage growth is what was uploaded."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = storage / "config.yml"
-    storage.mkdir(parents=True, exist_ok=True)
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "version": 0.1,
-                "storage": {"filesystem": {"rootdirectory": str(storage / "data")}},
-                "http": {"addr": f"127.0.0.1:{port}"},
-            }
-        )
-    )
-    log = (storage / "log").open("wb")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
-    try:
-        for _ in range(100):
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).ok:
-                    break
-            time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with run_registry(storage) as address:
+        yield address
+
+
+@contextlib.contextmanager
+def index_and_base(
+    work: Path, index_url: str | None, base_image: str | None
+) -> Iterator[tuple[str, str | None]]:
+    """The index URL and base image template given, or the tests' own from the bootstrap."""
+    if index_url:
+        yield index_url, base_image
+        return
+    boot = Bootstrap.load()
+    wheelhouse = ensure_wheelhouse(boot.cache_dir, marker_environments(boot))
+    with package_index(wheelhouse, tools_python(boot.cache_dir), work / "index") as index:
+        yield index, base_image or boot.base_image
 
 
 def stored_bytes(storage: Path) -> int:
@@ -180,8 +176,10 @@ def refresh_base(client: docker.DockerClient, template: str, pythons: list[str])
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--matrix", type=Path, default=ROOT / "tests" / "e2e" / "matrix.yaml")
-    parser.add_argument("--index-url", default=os.environ.get("PUBLISHER_TEST_INDEX"))
-    parser.add_argument("--base-image", default=os.environ.get("PUBLISHER_TEST_BASE_IMAGE"))
+    parser.add_argument(
+        "--index-url", help="default: an index of the tests' wheelhouse (needs .ci/bootstrap up)"
+    )
+    parser.add_argument("--base-image", help="default: the bootstrap's base images")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
     parser.add_argument(
@@ -191,18 +189,37 @@ def main() -> int:
         help="run only these scenarios (repeatable; default: all)",
     )
     args = parser.parse_args()
-    if not args.index_url:
-        parser.error("--index-url (or PUBLISHER_TEST_INDEX) is required")
-
-    client = docker.from_env(timeout=600)
     work = Path(tempfile.mkdtemp(prefix="publisher-bench-"))
-    base = yaml.safe_load(args.matrix.read_text())
+    try:
+        with index_and_base(work, args.index_url, args.base_image) as (index_url, base_image):
+            results = run(args.matrix, work, index_url, base_image, args.jobs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(report(results))
+    if args.output:
+        payload = {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
+            "matrix": str(args.matrix),
+            "results": [asdict(r) for r in results],
+        }
+        args.output.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+def run(
+    matrix: Path, work: Path, index_url: str, base_image: str | None, jobs: int
+) -> list[Measure]:
+    """Every scenario by both methods; the figures."""
+    client = docker.from_env(timeout=600)
+    base = yaml.safe_load(matrix.read_text())
     versions = base["versions"]
     matrices = {}
     for name, chosen in (("all", versions), ("oldest", versions[:1])):
         data = {**base, "versions": chosen, "dockerfiles": str(ROOT / "dockerfiles")}
-        if args.base_image:
-            data["base_image"] = args.base_image
+        if base_image:
+            data["base_image"] = base_image
         path = work / f"matrix-{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         matrices[name] = path
@@ -224,8 +241,8 @@ def main() -> int:
     wanted = args.scenario or SCENARIOS
 
     methods: dict[str, Callable[[Path, str], int]] = {
-        "naive": lambda m, d: naive(m, d, args.index_url),
-        "publisher": lambda m, d: ours(m, d, args.index_url, args.jobs),
+        "naive": lambda m, d: naive(m, d, index_url),
+        "publisher": lambda m, d: ours(m, d, index_url, jobs),
     }
     results: list[Measure] = []
 
@@ -266,18 +283,7 @@ def main() -> int:
                 refresh_base(client, own_base, pythons)
                 measure("base-update", method, matrices["own-all"], storage, address)
     fresh_builder(client, keep)
-
-    print(report(results))
-    if args.output:
-        payload = {
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
-            "matrix": str(args.matrix),
-            "results": [asdict(r) for r in results],
-        }
-        args.output.write_text(json.dumps(payload, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return results
 
 
 def report(results: list[Measure]) -> str:

@@ -1,8 +1,10 @@
 """End-to-end fixtures: a real dockerd, a real registry and a real package index.
 
-`.ci/services up` starts them and exports the PUBLISHER_TEST_* variables read here.
-Without them the e2e tests are skipped, unless PUBLISHER_E2E=1 (set by CI), in which
-case a missing service is a failure: CI must never pass by skipping the real thing.
+`.ci/bootstrap up` (root) installs and starts dockerd and builds the base images, and
+describes them in bootstrap.json; the `services` fixture reads it, fills the wheelhouse
+once and starts a registry and a package index of this session's own (tests/services.py).
+Without the bootstrap the e2e tests are skipped, unless PUBLISHER_E2E=1 (set by CI), in
+which case that is a failure: CI must never pass by skipping the real thing.
 """
 
 from __future__ import annotations
@@ -11,18 +13,28 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import docker
 import pytest
-import requests
 import yaml
 
 from publisher.matrix import load
 from publisher.plan import Plan, plan
 from publisher.registry import RegistryClient
+from tests.registry_server import run_registry
+from tests.services import (
+    PREFECT_VERSIONS,
+    Bootstrap,
+    ensure_wheelhouse,
+    marker_environments,
+    package_index,
+    sdist,
+    tools_python,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 E2E_MATRIX = Path(__file__).with_name("matrix.yaml")
@@ -51,43 +63,51 @@ class Services:
         return self.index.replace("http://", f"http://ci:{SECRET}@", 1)
 
 
-def _require(reason: str) -> Any:
+def _require(reason: str) -> NoReturn:
     if os.environ.get("PUBLISHER_E2E") == "1":
         pytest.fail(f"PUBLISHER_E2E=1 but {reason}", pytrace=False)
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def services() -> Services:
-    names = (
-        "PUBLISHER_TEST_REGISTRY",
-        "PUBLISHER_TEST_INDEX",
-        "PUBLISHER_TEST_BASE_IMAGE",
-        "PUBLISHER_TEST_PREFECT_VERSIONS",
-        "PUBLISHER_TEST_PYTHONS",
-        "PUBLISHER_TEST_PREFECT_SDIST",
-    )
-    missing = [n for n in names if not os.environ.get(n)]
-    if missing:
-        _require(f"{', '.join(missing)} not set: run `bash .ci/services up` and source its env")
-    env = os.environ
-    older, newer = env["PUBLISHER_TEST_PREFECT_VERSIONS"].split()
-    found = Services(
-        registry=env["PUBLISHER_TEST_REGISTRY"],
-        index=env["PUBLISHER_TEST_INDEX"],
-        base_image=env["PUBLISHER_TEST_BASE_IMAGE"],
-        versions=(older, newer),
-        pythons=tuple(env["PUBLISHER_TEST_PYTHONS"].split()),
-        sdist=Path(env["PUBLISHER_TEST_PREFECT_SDIST"]),
-        state=Path(env.get("PUBLISHER_TEST_STATE", "/tmp/publisher-test")),
-    )
+def _bootstrapped() -> Bootstrap:
+    """What the bootstrap set up, once it is there and answers; else skip (or fail in CI)."""
     try:
-        docker.from_env(timeout=10).ping()
-        requests.get(f"http://{found.registry}/v2/", timeout=5).raise_for_status()
-        requests.get(found.index, timeout=5).raise_for_status()
-    except Exception as exc:
-        _require(f"a test service does not answer: {exc}")
+        found = Bootstrap.load()
+    except FileNotFoundError as exc:
+        _require(f"{exc.filename} not found: run `.ci/bootstrap up` as root (or `nox -s tests`)")
+    try:
+        with closing(docker.DockerClient(base_url=found.docker_host, timeout=10)) as client:
+            client.ping()
+            for python in found.pythons:
+                client.images.get(found.base_image.format(python=python))
+    except docker.errors.DockerException as exc:
+        _require(f"the bootstrap's dockerd or base images are not there: {exc}")
     return found
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    boot = _bootstrapped()
+    work = tmp_path_factory.mktemp("services")
+    with pytest.MonkeyPatch.context() as env:
+        # The publisher under test, and every Docker client here, talk to the same daemon.
+        env.setenv("DOCKER_HOST", boot.docker_host)
+        wheelhouse = ensure_wheelhouse(boot.cache_dir, marker_environments(boot))
+        tools = tools_python(boot.cache_dir)
+        with (
+            run_registry(work / "registry") as registry,
+            package_index(wheelhouse, tools, work / "index") as index,
+        ):
+            older, newer = PREFECT_VERSIONS
+            yield Services(
+                registry=registry,
+                index=index,
+                base_image=boot.base_image,
+                versions=(older, newer),
+                pythons=boot.pythons,
+                sdist=sdist(wheelhouse),
+                state=boot.state_dir,
+            )
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from publisher.errors import SourceError
+from tests.helpers import assert_one_error_line
 
 from .conftest import SECRET, Published, Services, run_publisher, write_matrix
 
@@ -373,11 +374,13 @@ def test_a_ref_that_does_not_exist_is_one_line(
         "does-not-exist",
         env=nightly_env(services),
     )
-    assert result.returncode == SourceError.exit_code
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "'does-not-exist'" in lines[0] and str(source.path) in lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
+    assert_one_error_line(
+        result.returncode,
+        result.stderr,
+        "'does-not-exist'",
+        str(source.path),
+        exit_code=SourceError.exit_code,
+    )
     assert result.stdout == ""
 
 
@@ -386,10 +389,9 @@ def test_a_source_that_is_not_a_repository_is_one_line(services: Services, tmp_p
     result = run_publisher(
         "nightly", "--matrix", matrix, "--registry", f"{services.registry}/e2e-nightly-refused"
     )
-    assert result.returncode == SourceError.exit_code
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "nowhere" in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_error_line(
+        result.returncode, result.stderr, "nowhere", exit_code=SourceError.exit_code
+    )
 
 
 def test_an_annotated_tag_names_its_commit(
@@ -425,6 +427,5 @@ def test_a_ref_git_would_read_as_an_option_is_refused(
         f"{services.registry}/e2e-nightly-refused",
         f"--ref=--upload-pack=touch {planted}",
     )
-    assert result.returncode == SourceError.exit_code
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert_one_error_line(result.returncode, result.stderr, exit_code=SourceError.exit_code)
     assert not planted.exists()

@@ -12,6 +12,7 @@ import docker
 import pytest
 
 from publisher.registry import Credentials, RegistryClient
+from tests.helpers import assert_one_error_line
 from tests.registry_server import run_registry
 
 from .conftest import SECRET, Published, Services, run_publisher, write_matrix
@@ -253,15 +254,6 @@ def test_republishing_unchanged_images_builds_and_uploads_nothing(
 # --- faults -----------------------------------------------------------------------------
 
 
-def _assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("publisher: error:")]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-
-
 def test_unreachable_docker_daemon_is_one_clear_line(
     published: Published, services: Services
 ) -> None:
@@ -274,9 +266,12 @@ def test_unreachable_docker_daemon_is_one_clear_line(
         f"{services.registry}/no-daemon-{uuid.uuid4().hex[:8]}",
         env={"DOCKER_HOST": "unix:///tmp/no-such-docker.sock"},
     )
-    assert result.returncode == 3
-    _assert_one_error_line(
-        result, "cannot reach the Docker daemon at unix:///tmp/no-such-docker.sock"
+    assert_one_error_line(
+        result.returncode,
+        result.stderr,
+        "cannot reach the Docker daemon at unix:///tmp/no-such-docker.sock",
+        exit_code=3,
+        progress=True,
     )
 
 
@@ -291,8 +286,9 @@ def test_unreachable_registry_stops_before_anything_is_built(published: Publishe
         f"127.0.0.1:{free_port()}/e2e",
         "--force",
     )
-    assert result.returncode == 4
-    _assert_one_error_line(result, "cannot reach registry")
+    assert_one_error_line(
+        result.returncode, result.stderr, "cannot reach registry", exit_code=4, progress=True
+    )
     assert "building (" not in result.stderr
     assert "resolving" not in result.stderr
 
@@ -313,8 +309,7 @@ def test_registry_refusing_credentials_gets_no_tag(
             "REGISTRY_PASSWORD",
             env={"REGISTRY_PASSWORD": "wrong-password"},
         )
-        assert wrong.returncode == 4
-        _assert_one_error_line(wrong, address)
+        assert_one_error_line(wrong.returncode, wrong.stderr, address, exit_code=4, progress=True)
         assert "wrong-password" not in wrong.stdout + wrong.stderr
         authorised = RegistryClient(
             address, credentials=Credentials(username="maintainer", password="right-password")
@@ -361,8 +356,14 @@ def test_a_failed_build_pushes_nothing_and_moves_no_rolling_tag(
         published.namespace,
         env={"PIP_INDEX_URL": services.index},
     )
-    assert result.returncode == 5
-    _assert_one_error_line(result, "failed", "nothing was pushed")
+    assert_one_error_line(
+        result.returncode,
+        result.stderr,
+        "failed",
+        "nothing was pushed",
+        exit_code=5,
+        progress=True,
+    )
     # The summary names the failed images and still reports the others.
     summary = result.stdout
     for image_id in ("full-3.99.0-py3.13", "core-3.99.0-py3.13"):
@@ -375,4 +376,4 @@ def test_a_failed_build_pushes_nothing_and_moves_no_rolling_tag(
 @pytest.mark.parametrize("registry", ["not a registry", "localhost:5000/Upper"])
 def test_bad_registry_argument_is_one_line(published: Published, registry: str) -> None:
     result = run_publisher("publish", "--matrix", published.matrix, "--registry", registry)
-    _assert_one_error_line(result, "--registry")
+    assert_one_error_line(result.returncode, result.stderr, "--registry", exit_code=1)

@@ -1,0 +1,26 @@
+"""Assertions shared by the unit and end-to-end tests."""
+
+from __future__ import annotations
+
+ERROR_PREFIX = "publisher: error: "
+
+
+def assert_one_error_line(
+    returncode: int, stderr: str, *fragments: str, exit_code: int, progress: bool = False
+) -> str:
+    """Assert a failure told in one line, containing every fragment; return that line.
+
+    The exit status is ``exit_code``, nothing shows a traceback, and stderr is the one line
+    ``publisher: error: ...``.  With ``progress``, the progress lines that commands which
+    build report on stderr may come before it; there is still exactly one error line.
+    """
+    assert "Traceback" not in stderr
+    assert returncode == exit_code, f"exit status {returncode}, not {exit_code}:\n{stderr}"
+    lines = stderr.splitlines()
+    if progress:
+        lines = [line for line in lines if line.startswith(ERROR_PREFIX)]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(ERROR_PREFIX), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]

@@ -1,0 +1,87 @@
+"""tests/services.py: the one way the tests run a server, and the bootstrap's hand-over."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import assert_one_error_line
+from tests.services import Bootstrap, serve, wheel_flags
+
+
+def http_server(directory: Path) -> Callable[[int], list[str | Path]]:
+    def command(port: int) -> list[str | Path]:
+        return [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", directory, str(port)]
+
+    return command
+
+
+def test_serve_waits_until_the_url_answers_and_stops_the_server(tmp_path: Path) -> None:
+    (tmp_path / "ready").write_text("yes")
+    command = http_server(tmp_path)
+    with serve(command, "http://127.0.0.1:{port}/ready", tmp_path / "log") as port:
+        assert requests.get(f"http://127.0.0.1:{port}/ready", timeout=5).text == "yes"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/ready", timeout=5)
+
+
+def test_serve_gives_up_with_the_log_when_the_server_keeps_exiting(tmp_path: Path) -> None:
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-c", f"print('cannot bind {port}'); raise SystemExit(1)"]
+
+    with (
+        pytest.raises(RuntimeError, match=r"failed to start 2 times(?s:.)*cannot bind"),
+        serve(command, "http://127.0.0.1:{port}/", tmp_path / "log", attempts=2),
+    ):
+        pass
+
+
+def test_bootstrap_json_is_read_into_a_dataclass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PUBLISHER_TEST_CACHE", raising=False)
+    path = tmp_path / "bootstrap.json"
+    data = {
+        "docker_host": "unix:///var/run/docker.sock",
+        "base_image": "publisher-test/python:{python}-slim",
+        "pythons": ["3.11", "3.13"],
+        "cache_dir": "/var/cache/publisher-test",
+        "state_dir": str(tmp_path),
+        "started_dockerd": False,
+    }
+    path.write_text(json.dumps(data))
+    boot = Bootstrap.load(path)
+    assert boot.pythons == ("3.11", "3.13")
+    assert boot.cache_dir == Path("/var/cache/publisher-test")
+    assert not boot.started_dockerd
+    monkeypatch.setenv("PUBLISHER_TEST_CACHE", str(tmp_path / "mine"))
+    assert Bootstrap.load(path).cache_dir == tmp_path / "mine"
+
+
+def test_wheel_flags_name_the_interpreter_and_every_platform() -> None:
+    flags = wheel_flags("3.13")
+    assert flags[:6] == [
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        "3.13",
+        "--abi",
+    ]
+    assert flags[6] == "cp313"
+    platforms = [flags[i + 1] for i, flag in enumerate(flags) if flag == "--platform"]
+    assert platforms[0] == "manylinux_2_28_x86_64" and platforms[-1] == "any"
+
+
+def test_one_error_line_allows_progress_only_when_asked() -> None:
+    err = "publish: building\npublisher: error: cannot reach registry x\n"
+    assert_one_error_line(4, err, "registry", exit_code=4, progress=True)
+    with pytest.raises(AssertionError):
+        assert_one_error_line(4, err, "registry", exit_code=4)
+    with pytest.raises(AssertionError):
+        assert_one_error_line(3, err, exit_code=4, progress=True)
