@@ -117,9 +117,23 @@ def build(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def publish(session: nox.Session) -> None:
-    """Cut a release: build, smoke-test and push the matrix (`publisher publish`)."""
+    """Cut a release: build, smoke-test and push what the registry lacks (`publisher publish`)."""
     _install(session)
     session.run("publisher", "publish", *session.posargs)
+
+
+@nox.session(default=False)
+def status(session: nox.Session) -> None:
+    """Say which images are missing, published or stale in a registry (`publisher status`)."""
+    _install(session)
+    session.run("publisher", "status", *session.posargs)
+
+
+@nox.session(default=False)
+def diff(session: nox.Session) -> None:
+    """Show every tag a publish would create, move or keep (`publisher diff`)."""
+    _install(session)
+    session.run("publisher", "diff", *session.posargs)
 
 
 @nox.session(default=False)
@@ -131,6 +145,6 @@ def nightly(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Time the publisher against the naive build-tag-push loop (cold, no-op, incremental)."""
+    """Time the publisher against the naive build-tag-push loop, scenario by scenario."""
     _install(session, "test")
     _with_bootstrap(session, "python", "-m", "tests.bench.bench", *session.posargs)

@@ -192,7 +192,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="publisher-bench-"))
     try:
         with index_and_base(work, args.index_url, args.base_image) as (index_url, base_image):
-            results = run(args.matrix, work, index_url, base_image, args.jobs)
+            results = run(
+                args.matrix, work, index_url, base_image, args.jobs, args.scenario or SCENARIOS
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -209,7 +211,12 @@ def main() -> int:
 
 
 def run(
-    matrix: Path, work: Path, index_url: str, base_image: str | None, jobs: int
+    matrix: Path,
+    work: Path,
+    index_url: str,
+    base_image: str | None,
+    jobs: int,
+    wanted: tuple[str, ...] | list[str],
 ) -> list[Measure]:
     """Every scenario by both methods; the figures."""
     client = docker.from_env(timeout=600)
@@ -238,7 +245,6 @@ def run(
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         matrices[name] = path
     keep = (shared_base.split("{", 1)[0], "publisher-bench/python:")
-    wanted = args.scenario or SCENARIOS
 
     methods: dict[str, Callable[[Path, str], int]] = {
         "naive": lambda m, d: naive(m, d, index_url),
