@@ -104,14 +104,13 @@ def changes(recorded: Inputs, today: Inputs) -> list[str]:
         # Recorded by a publisher that described its inputs differently: not comparable.
         found.append(f"recorded by an older publisher (inputs format {recorded.format})")
         return found
-    if (recorded.base, recorded.base_id) != (today.base, today.base_id):
-        if recorded.base == today.base:
-            found.append(
-                f"base image {today.base} changed ({_short(recorded.base_id)} -> "
-                f"{_short(today.base_id)})"
-            )
-        else:
-            found.append(f"base image {recorded.base} -> {today.base}")
+    if recorded.base_id != today.base_id:
+        # By identity: the same image under another name builds the same (see fingerprint).
+        renamed = f", was {recorded.base}" if recorded.base != today.base else ""
+        found.append(
+            f"base image {today.base} changed ({_short(recorded.base_id)} -> "
+            f"{_short(today.base_id)}{renamed})"
+        )
     for name in sorted(set(recorded.files) | set(today.files)):
         if recorded.files.get(name) != today.files.get(name):
             found.append(f"{name} changed")

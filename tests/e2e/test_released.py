@@ -217,3 +217,25 @@ def test_status_of_a_registry_without_the_release(
     assert {row["state"] for row in rows} == {"missing"}
     table = run_publisher("status", "--matrix", matrix, "--registry", namespace)
     assert table.returncode == 0 and "missing" in table.stdout
+
+
+def test_a_new_variant_of_a_released_version_is_built_on_the_released_core(
+    published: Published, services: Services, tmp_path: Path
+) -> None:
+    namespace, repo = _namespace(services, "on-core")
+    matrix = write_matrix(tmp_path, services)
+    _publish(matrix, namespace, services, "--select", "core-*")
+    core_digest = published.registry.digest(repo, f"core-{services.versions[1]}")
+
+    result = _publish(matrix, namespace, services)
+    reference = f"{namespace.split('/', 1)[0]}/{repo}@{core_digest}"
+    assert f"building on the released {reference}" in result.stderr
+
+    def layers(tag: str) -> list[str]:
+        manifest = json.loads(published.registry.manifest(repo, tag).raw)
+        return [layer["digest"] for layer in manifest["layers"]]
+
+    core = layers(f"core-{services.versions[1]}")
+    full = layers(f"{services.versions[1]}-python3.13")
+    assert full[: len(core)] == core
+    assert published.registry.digest(repo, "core") == core_digest  # the core did not move
