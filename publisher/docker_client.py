@@ -104,26 +104,30 @@ def ensure_image(
         raise BuildError(f"cannot pull base image {reference}: {_explain(exc)}") from None
 
 
+@dataclass(frozen=True, kw_only=True)
+class BuildRequest:
+    """One image for the classic builder: its context, Dockerfile, arguments, labels, tag."""
+
+    context: Path
+    dockerfile: str
+    buildargs: dict[str, str]
+    labels: dict[str, str]
+    tag: str
+
+
 def build(
-    client: docker.DockerClient,
-    *,
-    context: Path,
-    dockerfile: str,
-    buildargs: dict[str, str],
-    labels: dict[str, str],
-    tag: str,
-    on_line: Callable[[str], None],
+    client: docker.DockerClient, request: BuildRequest, *, on_line: Callable[[str], None]
 ) -> str:
     """Build and tag an image with the classic builder; return its id."""
     image_id = ""
     last_lines: list[str] = []
     try:
         stream: Iterator[dict[str, Any]] = client.api.build(
-            path=str(context),
-            dockerfile=dockerfile,
-            buildargs=buildargs,
-            labels=labels,
-            tag=tag,
+            path=str(request.context),
+            dockerfile=request.dockerfile,
+            buildargs=request.buildargs,
+            labels=request.labels,
+            tag=request.tag,
             rm=True,
             forcerm=True,
             pull=False,
@@ -147,7 +151,7 @@ def build(
     except CONNECTION_ERRORS as exc:
         raise lost(exc) from None
     if not image_id:
-        image_id = str(client.images.get(tag).id)
+        image_id = str(client.images.get(request.tag).id)
     return image_id
 
 
@@ -159,7 +163,6 @@ def run(
     env: dict[str, str] | None = None,
     volumes: dict[str, dict[str, str]] | None = None,
     user: str | None = None,
-    entrypoint: list[str] | None = None,
 ) -> tuple[int, str]:
     """Run a container to completion; return its exit code and combined output."""
     try:
@@ -170,7 +173,6 @@ def run(
             network_mode="host",  # so an index or registry on the host's loopback answers
             volumes=volumes or {},
             user=user or "",
-            entrypoint=entrypoint,
         )
     except (APIError, ImageNotFound) as exc:
         raise BuildError(f"cannot run {image}: {_explain(exc)}") from None

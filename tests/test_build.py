@@ -7,6 +7,7 @@ look images up run for real against the fake client.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zipfile
 from collections.abc import Callable, Iterator
@@ -129,7 +130,8 @@ class Daemon:
         self.fail_smoke: Callable[[dict[str, Any]], str] = lambda call: ""
         self.untagged: set[str] = set()  # dockerfiles whose build leaves no image behind
 
-    def build(self, client: FakeClient, **kw: Any) -> str:
+    def build(self, client: FakeClient, request: docker_client.BuildRequest, **options: Any) -> str:
+        kw: dict[str, Any] = {**dataclasses.asdict(request), **options}
         context: Path = kw["context"]
         kw["files"] = {
             str(p.relative_to(context)): p.read_bytes()
@@ -144,7 +146,10 @@ class Daemon:
             client.add(kw["tag"], ident, Size=250_000_000)
         return ident
 
-    def download(self, client: FakeClient, **kw: Any) -> list[Path]:
+    def download(
+        self, client: FakeClient, request: wheels.PipRequest, **options: Any
+    ) -> list[Path]:
+        kw: dict[str, Any] = {**dataclasses.asdict(request), **options}
         self.resolutions.append(kw)
         if self.fail_resolution:
             raise BuildError(self.fail_resolution)
@@ -268,12 +273,12 @@ def test_a_group_builds_core_then_extras_from_it(
     core_res, full_res = daemon.resolutions
     assert (core_res["base_image"], core_res["requirements"], core_res["exclude"]) == (
         "python:3.13-slim",
-        ["prefect==3.9.1"],
+        ("prefect==3.9.1",),
         (),
     )
     assert (full_res["base_image"], full_res["requirements"], full_res["exclude"]) == (
         core["tag"],
-        ["prefect[docker]==3.9.1"],
+        ("prefect[docker]==3.9.1",),
         ("prefect",),
     )
 
@@ -469,10 +474,10 @@ def test_a_nightly_installs_its_own_wheel_and_records_its_commit(
     builder.build(group_of(matrix, "3.9.1", "3.13"))
 
     core_res, full_res = daemon.resolutions
-    assert core_res["requirements"] == [f"prefect @ file:///source/{wheel.name}"]
+    assert core_res["requirements"] == (f"prefect @ file:///source/{wheel.name}",)
     assert core_res["local_wheel"] == wheel
     assert core_res["base_image"] == "mirror.example/python:3.13-slim"
-    assert full_res["requirements"] == [f"prefect[docker] @ file:///source/{wheel.name}"]
+    assert full_res["requirements"] == (f"prefect[docker] @ file:///source/{wheel.name}",)
     (core,) = daemon.built(CORE_DOCKERFILE)
     assert core["labels"][labels.REVISION] == revision
     assert core["buildargs"] == {"BASE_IMAGE": "mirror.example/python:3.13-slim"}
@@ -577,11 +582,13 @@ def with_api(chunks: list[dict[str, Any]] | Exception) -> FakeClient:
 def real_build(fake: FakeClient, lines: list[str], tmp_path: Path) -> str:
     return docker_client.build(
         fake,  # type: ignore[arg-type]
-        context=tmp_path,
-        dockerfile="core.Dockerfile",
-        buildargs={"A": "1"},
-        labels={"l": "v"},
-        tag="t:1",
+        docker_client.BuildRequest(
+            context=tmp_path,
+            dockerfile="core.Dockerfile",
+            buildargs={"A": "1"},
+            labels={"l": "v"},
+            tag="t:1",
+        ),
         on_line=lines.append,
     )
 
