@@ -82,7 +82,6 @@ class Built:
     local_id: str = ""
     size: int = 0
     seconds: float = 0.0
-    fingerprint: str = ""
 
     @property
     def ok(self) -> bool:
@@ -198,7 +197,6 @@ class Builder:
             local_id=str(local.id),
             size=size,
             seconds=time.monotonic() - started,
-            fingerprint=recipe.fingerprint,
         )
 
     def _ensure(

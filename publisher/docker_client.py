@@ -24,14 +24,6 @@ from .errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryEr
 BUILD_TIMEOUT = 1800
 
 
-@dataclass(frozen=True, kw_only=True)
-class PushResult:
-    digest: str
-    bytes_uploaded: int
-    layers_uploaded: int
-    layers_skipped: int
-
-
 # What the SDK raises when the daemon goes away in the middle of a stream.
 CONNECTION_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
 
@@ -192,12 +184,9 @@ def run(
 
 def push(
     client: docker.DockerClient, repository: str, tag: str, auth: dict[str, str] | None
-) -> PushResult:
+) -> str:
     """Push one tag; return the manifest digest the registry reported."""
     digest = ""
-    sizes: dict[str, int] = {}
-    pushed: set[str] = set()
-    skipped: set[str] = set()
     try:
         for chunk in client.api.push(
             repository, tag=tag, stream=True, decode=True, auth_config=auth
@@ -206,15 +195,6 @@ def push(
                 message = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                 kind = RegistryAuthError if _is_auth(message) else RegistryError
                 raise kind(f"push of {repository}:{tag} failed: {message.strip()}")
-            layer = chunk.get("id", "")
-            status = chunk.get("status", "")
-            total = chunk.get("progressDetail", {}).get("total")
-            if total:
-                sizes[layer] = int(total)
-            if status == "Pushed":
-                pushed.add(layer)
-            elif status == "Layer already exists" or status.startswith("Mounted from"):
-                skipped.add(layer)
             aux = chunk.get("aux")
             if isinstance(aux, dict) and "Digest" in aux:
                 digest = str(aux["Digest"])
@@ -226,12 +206,7 @@ def push(
         raise lost(exc) from None
     if not digest:
         raise RegistryError(f"push of {repository}:{tag} reported no digest")
-    return PushResult(
-        digest=digest,
-        bytes_uploaded=sum(sizes.get(layer, 0) for layer in pushed),
-        layers_uploaded=len(pushed),
-        layers_skipped=len(skipped),
-    )
+    return digest
 
 
 def _is_auth(message: str) -> bool:
