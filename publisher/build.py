@@ -82,7 +82,6 @@ class Built:
     local_id: str = ""
     size: int = 0
     seconds: float = 0.0
-    fingerprint: str = ""
 
     @property
     def ok(self) -> bool:
@@ -204,7 +203,6 @@ class Builder:
             local_id=str(local.id),
             size=size,
             seconds=time.monotonic() - started,
-            fingerprint=recipe.fingerprint,
         )
 
     def _ensure(
@@ -221,16 +219,18 @@ class Builder:
         started = time.monotonic()
         docker_client.build(
             self.client,
-            context=context,
-            dockerfile=recipe.dockerfile,
-            buildargs=dict(recipe.buildargs),
-            labels={
-                **extra_labels,
-                labels.FINGERPRINT: recipe.fingerprint,
-                labels.INPUTS: recipe.inputs.to_label(),
-                labels.REPLACES: recipe.replaces,
-            },
-            tag=recipe.cache_ref,
+            docker_client.BuildRequest(
+                context=context,
+                dockerfile=recipe.dockerfile,
+                buildargs=dict(recipe.buildargs),
+                labels={
+                    **extra_labels,
+                    labels.FINGERPRINT: recipe.fingerprint,
+                    labels.INPUTS: recipe.inputs.to_label(),
+                    labels.REPLACES: recipe.replaces,
+                },
+                tag=recipe.cache_ref,
+            ),
             on_line=lambda line: self.reporter.detail(subject, line),
         )
         self.reporter.step(subject, f"built in {time.monotonic() - started:.1f}s")
@@ -269,13 +269,15 @@ class Builder:
         self.reporter.step(subject, f"resolving {requirement}")
         found = wheels.download(
             self.client,
+            wheels.PipRequest(
+                requirements=(requirement,),
+                local_wheel=nightly.wheel if nightly else None,
+                # prefect is the parent's already; a URL requirement would fetch it again.
+                exclude=("prefect",) if extras else (),
+            ),
             base_image=image_ref,
-            requirements=[requirement],
             dest=dest,
             index=self.settings.index,
-            local_wheel=nightly.wheel if nightly else None,
-            # prefect is the parent's already; a URL requirement would fetch it again.
-            exclude=("prefect",) if extras else (),
         )
         self.reporter.step(subject, f"{requirement}: {len(found)} wheels")
         return found

@@ -11,7 +11,7 @@ Publishing, ``publish --dry-run`` and ``publisher diff`` all decide here.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -43,9 +43,6 @@ class Holdings:
 
     def of(self, tag: str) -> str | None:
         return self.digests.get(tag)
-
-
-NOTHING = Holdings(digests={})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,11 +113,6 @@ def rolling_action(
     if _newer(now_version, image.prefect_version):
         return Action.KEEP_NEWER
     return Action.MOVE
-
-
-def tags_to_survey(plan: Plan, extra: Iterable[str] = ()) -> list[str]:
-    seen = dict.fromkeys([*(t.name for i in plan.images for t in i.tags), *extra])
-    return list(seen)
 
 
 def _newer(held: str | None, planned: str) -> bool:

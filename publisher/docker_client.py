@@ -24,14 +24,6 @@ from .errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryEr
 BUILD_TIMEOUT = 1800
 
 
-@dataclass(frozen=True, kw_only=True)
-class PushResult:
-    digest: str
-    bytes_uploaded: int
-    layers_uploaded: int
-    layers_skipped: int
-
-
 # What the SDK raises when the daemon goes away in the middle of a stream.
 CONNECTION_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
 
@@ -111,26 +103,30 @@ def ensure_image(
         raise BuildError(f"cannot pull base image {reference}: {_explain(exc)}") from None
 
 
+@dataclass(frozen=True, kw_only=True)
+class BuildRequest:
+    """One image for the classic builder: its context, Dockerfile, arguments, labels, tag."""
+
+    context: Path
+    dockerfile: str
+    buildargs: dict[str, str]
+    labels: dict[str, str]
+    tag: str
+
+
 def build(
-    client: docker.DockerClient,
-    *,
-    context: Path,
-    dockerfile: str,
-    buildargs: dict[str, str],
-    labels: dict[str, str],
-    tag: str,
-    on_line: Callable[[str], None],
+    client: docker.DockerClient, request: BuildRequest, *, on_line: Callable[[str], None]
 ) -> str:
     """Build and tag an image with the classic builder; return its id."""
     image_id = ""
     last_lines: list[str] = []
     try:
         stream: Iterator[dict[str, Any]] = client.api.build(
-            path=str(context),
-            dockerfile=dockerfile,
-            buildargs=buildargs,
-            labels=labels,
-            tag=tag,
+            path=str(request.context),
+            dockerfile=request.dockerfile,
+            buildargs=request.buildargs,
+            labels=request.labels,
+            tag=request.tag,
             rm=True,
             forcerm=True,
             pull=False,
@@ -154,7 +150,7 @@ def build(
     except CONNECTION_ERRORS as exc:
         raise lost(exc) from None
     if not image_id:
-        image_id = str(client.images.get(tag).id)
+        image_id = str(client.images.get(request.tag).id)
     return image_id
 
 
@@ -166,7 +162,6 @@ def run(
     env: dict[str, str] | None = None,
     volumes: dict[str, dict[str, str]] | None = None,
     user: str | None = None,
-    entrypoint: list[str] | None = None,
 ) -> tuple[int, str]:
     """Run a container to completion; return its exit code and combined output."""
     try:
@@ -177,7 +172,6 @@ def run(
             network_mode="host",  # so an index or registry on the host's loopback answers
             volumes=volumes or {},
             user=user or "",
-            entrypoint=entrypoint,
         )
     except (APIError, ImageNotFound) as exc:
         raise BuildError(f"cannot run {image}: {_explain(exc)}") from None
@@ -197,12 +191,9 @@ def run(
 
 def push(
     client: docker.DockerClient, repository: str, tag: str, auth: dict[str, str] | None
-) -> PushResult:
+) -> str:
     """Push one tag; return the manifest digest the registry reported."""
     digest = ""
-    sizes: dict[str, int] = {}
-    pushed: set[str] = set()
-    skipped: set[str] = set()
     try:
         for chunk in client.api.push(
             repository, tag=tag, stream=True, decode=True, auth_config=auth
@@ -211,15 +202,6 @@ def push(
                 message = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                 kind = RegistryAuthError if _is_auth(message) else RegistryError
                 raise kind(f"push of {repository}:{tag} failed: {message.strip()}")
-            layer = chunk.get("id", "")
-            status = chunk.get("status", "")
-            total = chunk.get("progressDetail", {}).get("total")
-            if total:
-                sizes[layer] = int(total)
-            if status == "Pushed":
-                pushed.add(layer)
-            elif status == "Layer already exists" or status.startswith("Mounted from"):
-                skipped.add(layer)
             aux = chunk.get("aux")
             if isinstance(aux, dict) and "Digest" in aux:
                 digest = str(aux["Digest"])
@@ -231,12 +213,7 @@ def push(
         raise lost(exc) from None
     if not digest:
         raise RegistryError(f"push of {repository}:{tag} reported no digest")
-    return PushResult(
-        digest=digest,
-        bytes_uploaded=sum(sizes.get(layer, 0) for layer in pushed),
-        layers_uploaded=len(pushed),
-        layers_skipped=len(skipped),
-    )
+    return digest
 
 
 def _is_auth(message: str) -> bool:

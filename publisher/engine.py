@@ -15,7 +15,6 @@ from typing import Protocol
 
 from . import docker_client
 from .build import Builder, Built, Group, Settings
-from .docker_client import PushResult
 from .matrix import Matrix
 from .progress import Reporter
 
@@ -25,7 +24,7 @@ class Engine(Protocol):
 
     def tag(self, local_id: str, repository: str, tag: str) -> None: ...
 
-    def push(self, local_id: str, repository: str, tag: str) -> PushResult: ...
+    def push(self, local_id: str, repository: str, tag: str) -> str: ...
 
 
 class DockerEngine:
@@ -40,7 +39,8 @@ class DockerEngine:
     def tag(self, local_id: str, repository: str, tag: str) -> None:
         self.client.images.get(local_id).tag(repository, tag)
 
-    def push(self, local_id: str, repository: str, tag: str) -> PushResult:
+    def push(self, local_id: str, repository: str, tag: str) -> str:
+        """Push ``local_id`` as ``repository:tag``; return the digest the registry reported."""
         self.tag(local_id, repository, tag)
         return docker_client.push(self.client, repository, tag, self.auth)
 

@@ -7,7 +7,7 @@ table below does not allow, so a status can never say more than what really happ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from .plan import Image
@@ -52,10 +52,6 @@ class Outcome:
     size: int = 0
     digest: str = ""
     seconds: float = 0.0
-    bytes_uploaded: int = 0
-    fingerprint: str = ""
-    replaced: str = ""  # the digest the immutable tags named before --replace
-    notes: list[str] = field(default_factory=list)  # e.g. rolling tags kept, and why
 
     def advance(self, status: Status, *, error: str = "") -> None:
         if status not in _NEXT[self.status]:

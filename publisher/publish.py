@@ -217,14 +217,12 @@ class Publication:
         anchor = _anchor(image)
         started = time.monotonic()
         self.reporter.step(image.id, f"pushing {reference}:{anchor}")
-        result = engine.push(outcome.local_id, reference, anchor)
-        outcome.digest = _verified(self.registry, repo, anchor, result.digest)
-        outcome.bytes_uploaded += result.bytes_uploaded
+        pushed = engine.push(outcome.local_id, reference, anchor)
+        outcome.digest = _verified(self.registry, repo, anchor, pushed)
         outcome.advance(Status.REPLACED if item.replace else Status.PUSHED)
         self.add_aliases(item, outcome, holdings, skip=(anchor,))
         outcome.seconds += time.monotonic() - started
         if item.replace:
-            outcome.replaced = item.published or ""
             for tag in image.immutable_tags:
                 old = holdings.of(tag)
                 if old is not None and old != outcome.digest:
@@ -291,7 +289,6 @@ def _record(outcome: Outcome, built: Built) -> None:
         return
     outcome.local_id = built.local_id
     outcome.size = built.size
-    outcome.fingerprint = built.fingerprint
     outcome.advance(Status.TESTED)
 
 

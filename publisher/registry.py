@@ -8,21 +8,19 @@ one of the project's registry errors with a one-line message.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import ipaddress
-import json
 import os
-import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
-import urllib3.exceptions
 
-from publisher.errors import RegistryAuthError, RegistryError, RegistryUnreachable
+from publisher.errors import RegistryAuthError, RegistryError
+from publisher.registry_auth import Auth
+from publisher.registry_auth import Credentials as Credentials
+from publisher.registry_http import Request, Transport, error_message, json_object, one_line
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -36,14 +34,9 @@ MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCK
 
 # Docker Hub's API lives on another host than the name users write in image references.
 _API_HOSTS = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
-_TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Seconds to wait for a registry to answer; overridable for slow or far-away registries.
 TIMEOUT_ENV = "PUBLISHER_REGISTRY_TIMEOUT"
 DEFAULT_TIMEOUT = 30.0
-_BACKOFF_SECONDS = 0.25
-_MAX_RETRY_AFTER_SECONDS = 10.0
-_AUTH_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^,\s]+))')
-_ERRNO_TEXT = re.compile(r"\[(?:Errno -?\d+|SSL: \w+)\] [^'\"()\]]+")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,12 +45,6 @@ class Manifest:
     media_type: str
     # The exact bytes: re-serialising the JSON would change the digest.
     raw: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
 
 
 def sha256_digest(data: bytes) -> str:
@@ -78,11 +65,6 @@ def default_timeout() -> float:
     return value
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
 def _is_loopback(hostname: str) -> bool:
     if hostname.lower() == "localhost":
         return True
@@ -92,39 +74,8 @@ def _is_loopback(hostname: str) -> bool:
         return False
 
 
-def _connection_failure(exc: requests.RequestException, timeout: float) -> str:
-    # requests wraps urllib3 which wraps the OSError; its "[Errno N] text" is
-    # the part a user can act on, the rest is pool and URL noise.
-    if isinstance(exc, requests.Timeout):
-        return f"timed out after {timeout:g}s"
-    found = _ERRNO_TEXT.search(str(exc))
-    reason = found.group(0).strip() if found else _one_line(f"{type(exc).__name__}: {exc}", 200)
-    if isinstance(exc, requests.exceptions.SSLError):
-        # The usual cause is an HTTPS request to a plain-HTTP registry.
-        reason += " (TLS failed: if the registry speaks plain HTTP, mark it insecure)"
-    return reason
-
-
-def _never_connected(exc: requests.RequestException) -> bool:
-    # Refused, unresolvable or TLS-failing hosts will not heal within a short
-    # back-off, so retrying them only delays the error the user needs to see.
-    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
-        return True
-    inner = exc.args[0] if exc.args else None
-    return isinstance(getattr(inner, "reason", None), urllib3.exceptions.NewConnectionError)
-
-
-def _error_message(response: requests.Response) -> str:
-    try:
-        body = response.json()
-        message = body["errors"][0]["message"]
-    except (ValueError, LookupError, TypeError):
-        return response.reason or "no error message"
-    return str(message)
-
-
 class RegistryClient:
-    """One registry, one session; counts requests and body bytes for benchmarks."""
+    """One registry, one session; counts the requests it sends and their body bytes."""
 
     def __init__(
         self,
@@ -145,11 +96,8 @@ class RegistryClient:
         self.credentials = credentials
         self.timeout = default_timeout() if timeout is None else timeout
         self.retries = retries
-        self.requests_made = 0
-        self.bytes_sent = 0
-        self._session = requests.Session()
-        self._basic = False
-        self._tokens: dict[str, str] = {}
+        self._transport = Transport(host, timeout=self.timeout, retries=retries)
+        self._auth = Auth(self._transport, credentials)
 
     @classmethod
     def from_docker_config(cls, host: str, **kw: Any) -> RegistryClient:
@@ -162,7 +110,7 @@ class RegistryClient:
         except docker.errors.DockerException as exc:
             raise RegistryAuthError(
                 f"cannot read credentials for registry {host} from the docker config: "
-                + _one_line(str(exc), 200)
+                + one_line(str(exc), 200)
             ) from exc
         credentials = None
         if entry:
@@ -175,7 +123,7 @@ class RegistryClient:
         return cls(host, credentials=credentials, **kw)
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -184,16 +132,18 @@ class RegistryClient:
         self.close()
 
     def ping(self) -> None:
-        self._call("GET", "/v2/", operation="ping", scope="", expect={200})
+        self._call(Request(method="GET", url="/v2/"), operation="ping", scope="", expect={200})
 
     def digest(self, repo: str, ref: str) -> str | None:
         """The digest ``repo:ref`` resolves to, or None when the tag does not exist."""
         response = self._call(
-            "HEAD",
-            f"/v2/{repo}/manifests/{ref}",
+            Request(
+                method="HEAD",
+                url=f"/v2/{repo}/manifests/{ref}",
+                headers={"Accept": MANIFEST_ACCEPT},
+            ),
             operation=f"resolve {repo}:{ref}",
             scope=_pull(repo),
-            headers={"Accept": MANIFEST_ACCEPT},
             expect={200, 404},
         )
         if response.status_code == 404:
@@ -206,11 +156,13 @@ class RegistryClient:
 
     def manifest(self, repo: str, ref: str) -> Manifest:
         response = self._call(
-            "GET",
-            f"/v2/{repo}/manifests/{ref}",
+            Request(
+                method="GET",
+                url=f"/v2/{repo}/manifests/{ref}",
+                headers={"Accept": MANIFEST_ACCEPT},
+            ),
             operation=f"read manifest {repo}:{ref}",
             scope=_pull(repo),
-            headers={"Accept": MANIFEST_ACCEPT},
             expect={200, 404},
         )
         if response.status_code == 404:
@@ -226,7 +178,8 @@ class RegistryClient:
             )
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if not media_type or media_type in ("application/json", "application/octet-stream"):
-            media_type = str(_json(raw, f"manifest {repo}:{ref}").get("mediaType", media_type))
+            document = json_object(raw, f"manifest {repo}:{ref}")
+            media_type = str(document.get("mediaType", media_type))
         return Manifest(digest=digest, media_type=media_type, raw=raw)
 
     def put_manifest(self, repo: str, tag: str, manifest: Manifest) -> str:
@@ -237,12 +190,14 @@ class RegistryClient:
                 f"not {manifest.digest}"
             )
         response = self._call(
-            "PUT",
-            f"/v2/{repo}/manifests/{tag}",
+            Request(
+                method="PUT",
+                url=f"/v2/{repo}/manifests/{tag}",
+                headers={"Content-Type": manifest.media_type},
+                data=manifest.raw,
+            ),
             operation=f"push manifest {repo}:{tag}",
             scope=_push(repo),
-            headers={"Content-Type": manifest.media_type},
-            data=manifest.raw,
             expect={200, 201, 202},
         )
         reported = response.headers.get("Docker-Content-Digest") or actual
@@ -270,11 +225,14 @@ class RegistryClient:
         while url is not None and url not in seen_urls:
             seen_urls.add(url)
             response = self._call(
-                "GET", url, operation=f"list tags of {repo}", scope=_pull(repo), expect={200, 404}
+                Request(method="GET", url=url),
+                operation=f"list tags of {repo}",
+                scope=_pull(repo),
+                expect={200, 404},
             )
             if response.status_code == 404:
                 return []
-            found.update(_json(response.content, f"tag list of {repo}").get("tags") or [])
+            found.update(json_object(response.content, f"tag list of {repo}").get("tags") or [])
             next_link = response.links.get("next", {}).get("url")
             url = urljoin(response.url, next_link) if next_link else None
         return sorted(found)
@@ -282,11 +240,11 @@ class RegistryClient:
     def image_config(self, repo: str, ref: str, *, platform: str = "linux/amd64") -> dict[str, Any]:
         """The image config JSON; ``platform`` chooses within an index or manifest list."""
         manifest = self.manifest(repo, ref)
-        document = _json(manifest.raw, f"manifest {repo}:{ref}")
+        document = json_object(manifest.raw, f"manifest {repo}:{ref}")
         if manifest.media_type in INDEX_MEDIA_TYPES or "manifests" in document:
             child = _select_platform(document, platform, f"{repo}:{ref}")
             manifest = self.manifest(repo, child)
-            document = _json(manifest.raw, f"manifest {repo}@{child}")
+            document = json_object(manifest.raw, f"manifest {repo}@{child}")
         config_digest = (document.get("config") or {}).get("digest")
         if manifest.media_type not in IMAGE_MEDIA_TYPES or not config_digest:
             raise RegistryError(
@@ -294,15 +252,14 @@ class RegistryClient:
                 "manifest, not an image manifest with a config"
             )
         response = self._call(
-            "GET",
-            f"/v2/{repo}/blobs/{config_digest}",
+            Request(method="GET", url=f"/v2/{repo}/blobs/{config_digest}"),
             operation=f"read image config of {repo}:{ref}",
             scope=_pull(repo),
             expect={200},
         )
         if config_digest.startswith("sha256:") and sha256_digest(response.content) != config_digest:
             raise RegistryError(f"image config {config_digest} of {repo}:{ref} is corrupt")
-        return _json(response.content, f"image config of {repo}:{ref}")
+        return json_object(response.content, f"image config of {repo}:{ref}")
 
     def labels(self, repo: str, ref: str) -> dict[str, str]:
         config = self.image_config(repo, ref).get("config") or {}
@@ -310,160 +267,45 @@ class RegistryClient:
 
     def blob_exists(self, repo: str, digest: str) -> bool:
         response = self._call(
-            "HEAD",
-            f"/v2/{repo}/blobs/{digest}",
+            Request(method="HEAD", url=f"/v2/{repo}/blobs/{digest}"),
             operation=f"check blob {digest} in {repo}",
             scope=_pull(repo),
             expect={200, 404},
         )
         return response.status_code == 200
 
+    @property
+    def requests_made(self) -> int:
+        return self._transport.requests_made
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._transport.bytes_sent
+
     def _call(
-        self,
-        method: str,
-        path_or_url: str,
-        *,
-        operation: str,
-        scope: str,
-        expect: set[int],
-        headers: dict[str, str] | None = None,
-        data: bytes | None = None,
+        self, request: Request, *, operation: str, scope: str, expect: set[int]
     ) -> requests.Response:
-        url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
-        response = self._send(
-            method, url, headers={**(headers or {}), **self._auth_header(scope)}, data=data
+        """Send ``request`` (its url may be a path on this registry), answering one challenge."""
+        if "://" not in request.url:
+            request = replace(request, url=self.base_url + request.url)
+        headers = request.headers
+        response = self._transport.send(
+            replace(request, headers={**headers, **self._auth.header(scope)})
         )
         if response.status_code == 401:
             # Once per request: a second 401 means the credentials themselves are wrong.
-            self._authenticate(response, scope, operation)
-            response = self._send(
-                method, url, headers={**(headers or {}), **self._auth_header(scope)}, data=data
+            self._auth.authenticate(response, scope, operation)
+            response = self._transport.send(
+                replace(request, headers={**headers, **self._auth.header(scope)})
             )
         if response.status_code in (401, 403):
-            raise self._auth_error(response.status_code, operation, _error_message(response))
+            raise self._auth.error(response.status_code, operation, error_message(response))
         if response.status_code not in expect:
             raise RegistryError(
                 f"registry {self.host} answered {response.status_code} to {operation}: "
-                + self._redact(_one_line(_error_message(response)))
+                + self._auth.redact(one_line(error_message(response)))
             )
         return response
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: dict[str, str] | None = None,
-        data: bytes | None = None,
-        params: list[tuple[str, str]] | None = None,
-        auth: tuple[str, str] | None = None,
-        target: str | None = None,
-    ) -> requests.Response:
-        """One request, retried on 429/5xx and on dropped connections.
-
-        Every request is safe to repeat: reads, and manifest PUTs of exact bytes (the same
-        bytes give the same digest). urllib3's Retry could do this only with overrides
-        (to spare read timeouts, to cap Retry-After), would not retry a body cut short
-        after the headers, and would hide the attempts from the request counts.
-        """
-        for attempt in range(self.retries + 1):
-            self.requests_made += 1
-            self.bytes_sent += len(data or b"")
-            try:
-                response = self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    params=params,
-                    auth=auth,
-                    timeout=self.timeout,
-                    allow_redirects=True,
-                )
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                # A read timeout already cost `timeout` seconds; repeating it would
-                # multiply the wait, so only broken connections are retried.
-                retryable = not _never_connected(exc) and not isinstance(exc, requests.Timeout)
-                if retryable and attempt < self.retries:
-                    time.sleep(_BACKOFF_SECONDS * 2**attempt)
-                    continue
-                reason = _connection_failure(exc, self.timeout)
-                where = target or f"registry {self.host}"
-                raise RegistryUnreachable(f"cannot reach {where}: {reason}") from exc
-            # Redirects (blob storage) are followed inside requests; count them too.
-            self.requests_made += len(response.history)
-            if response.status_code not in _TRANSIENT_STATUSES or attempt == self.retries:
-                return response
-            time.sleep(_retry_delay(response, attempt))
-        raise AssertionError("unreachable: the loop returns or raises")
-
-    def _auth_header(self, scope: str) -> dict[str, str]:
-        token = self._tokens.get(scope)
-        if token is not None:
-            return {"Authorization": f"Bearer {token}"}
-        if self._basic and self.credentials is not None:
-            pair = f"{self.credentials.username}:{self.credentials.password}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
-        return {}
-
-    def _authenticate(self, response: requests.Response, scope: str, operation: str) -> None:
-        challenge = response.headers.get("WWW-Authenticate", "")
-        scheme, _, rest = challenge.strip().partition(" ")
-        if scheme.lower() == "basic":
-            if self.credentials is None or self._basic:
-                raise self._auth_error(401, operation, _error_message(response))
-            # Registries with Basic auth want it on every request: send it up front from now on.
-            self._basic = True
-            return
-        if scheme.lower() != "bearer":
-            raise self._auth_error(401, operation, f"unsupported challenge {scheme or 'none'!r}")
-        params: dict[str, list[str]] = {}
-        for key, quoted, bare in _AUTH_PARAM.findall(rest):
-            params.setdefault(key.lower(), []).append(quoted or bare)
-        realm = (params.get("realm") or [""])[0]
-        if not realm:
-            raise self._auth_error(401, operation, "Bearer challenge without a realm")
-        # The registry names the scope it wants (e.g. pull,push on a PUT); ask for exactly that.
-        query = [("service", service) for service in params.get("service", [])]
-        query += [("scope", wanted) for wanted in params.get("scope", [scope] if scope else [])]
-        auth = None
-        if self.credentials is not None:
-            auth = (self.credentials.username, self.credentials.password)
-        realm_host = urlsplit(realm).netloc or realm
-        token_response = self._send(
-            "GET", realm, params=query, auth=auth, target=f"token service {realm_host}"
-        )
-        if token_response.status_code in (401, 403):
-            raise self._auth_error(
-                token_response.status_code, operation, f"token service {realm_host} refused"
-            )
-        if token_response.status_code != 200:
-            raise RegistryError(
-                f"token service {realm_host} for registry {self.host} answered "
-                f"{token_response.status_code} to {operation}"
-            )
-        body = _json(token_response.content, f"token from {realm_host}")
-        token = body.get("token") or body.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"token service {realm_host} returned no token for {operation}")
-        self._tokens[scope] = token
-
-    def _auth_error(self, status: int, operation: str, detail: str) -> RegistryAuthError:
-        who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
-        return RegistryAuthError(
-            f"registry {self.host} refused {who} ({status}) for {operation}: "
-            + self._redact(_one_line(detail))
-        )
-
-    def _redact(self, text: str) -> str:
-        # Registry messages are not ours; make sure none can echo the password back.
-        if self.credentials is not None and self.credentials.password:
-            return text.replace(self.credentials.password, "***")
-        return text
 
 
 def _pull(repo: str) -> str:
@@ -472,23 +314,6 @@ def _pull(repo: str) -> str:
 
 def _push(repo: str) -> str:
     return f"repository:{repo}:pull,push"
-
-
-def _json(raw: bytes, what: str) -> dict[str, Any]:
-    try:
-        document = json.loads(raw)
-    except ValueError as exc:
-        raise RegistryError(f"{what} is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise RegistryError(f"{what} is not a JSON object")
-    return document
-
-
-def _retry_delay(response: requests.Response, attempt: int) -> float:
-    retry_after = response.headers.get("Retry-After", "")
-    if retry_after.isdigit():
-        return min(float(retry_after), _MAX_RETRY_AFTER_SECONDS)
-    return float(_BACKOFF_SECONDS * 2**attempt)
 
 
 def _select_platform(index: dict[str, Any], platform: str, what: str) -> str:

@@ -9,8 +9,6 @@ made in the past.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from packaging.version import InvalidVersion, Version
 
 
@@ -44,9 +42,3 @@ def version_fields(version: Version) -> dict[str, str]:
         "minor": str(minor),
         "micro": str(micro),
     }
-
-
-def newest_stable(versions: Iterable[Version]) -> Version | None:
-    """The highest stable release by PEP 440 order, or None when there is none."""
-    stable = [v for v in versions if is_stable(v)]
-    return max(stable) if stable else None

@@ -58,24 +58,35 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub("***@", text)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PipRequest:
+    """What to resolve: requirements, a local wheel they may name, projects to leave out.
+
+    ``local_wheel`` is mounted at /source so a requirement can name it as
+    ``prefect @ file:///source/NAME``. Projects named in ``exclude`` are left out (the
+    parent image already has them).
+    """
+
+    requirements: tuple[str, ...]
+    local_wheel: Path | None = None
+    exclude: tuple[str, ...] = ()
+
+
 def download(
     client: docker.DockerClient,
+    request: PipRequest,
     *,
     base_image: str,
-    requirements: Sequence[str],
     dest: Path,
     index: IndexOptions,
-    local_wheel: Path | None = None,
-    exclude: Sequence[str] = (),
 ) -> list[Path]:
-    """Resolve ``requirements`` with the base image's own pip; wheels land in ``dest``.
+    """Resolve the request with the base image's own pip; wheels land in ``dest``.
 
     First ``pip install --dry-run --report`` says what pip would add to the base image
     (packages the base already satisfies are left out, so an image never carries a second
-    copy of them); then exactly those pins are fetched as wheels. ``local_wheel`` is
-    mounted at /source so a requirement can name it as ``prefect @ file:///source/NAME``.
-    Projects named in ``exclude`` are left out (the parent image already has them).
+    copy of them); then exactly those pins are fetched as wheels.
     """
+    requirements = request.requirements
     dest.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     env = {key: os.environ[key] for key in _PIP_ENV if os.environ.get(key)}
@@ -94,8 +105,8 @@ def download(
         str(dest.resolve()): {"bind": "/wheels", "mode": "rw"},
         str(CACHE): {"bind": "/cache", "mode": "rw"},
     }
-    if local_wheel is not None:
-        mounts[str(local_wheel.resolve().parent)] = {"bind": "/source", "mode": "ro"}
+    if request.local_wheel is not None:
+        mounts[str(request.local_wheel.resolve().parent)] = {"bind": "/source", "mode": "ro"}
 
     def pip(*args: str) -> tuple[int, str]:
         return docker_client.run(
@@ -119,7 +130,7 @@ def download(
     elif code != 0:
         raise BuildError(f"cannot resolve {what} with {base_image}: {_pip_reason(output)}")
     else:
-        pins = _pins(json.loads(report.read_text()), exclude)
+        pins = _pins(json.loads(report.read_text()), request.exclude)
         report.unlink()
         if not pins:
             return []

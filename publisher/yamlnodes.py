@@ -55,13 +55,6 @@ class Node:
     def line(self) -> int:
         return int(self._node.start_mark.line) + 1
 
-    @property
-    def text(self) -> str:
-        """The value as written, for quoting back in messages."""
-        if isinstance(self._node, yaml.ScalarNode):
-            return str(self._node.value)
-        return "a mapping" if isinstance(self._node, yaml.MappingNode) else "a list"
-
     def error(self, problem: str) -> MatrixError:
         where = f"{self.key}: " if self.key else ""
         return MatrixError(f"{self.path}:{self.line}: {where}{problem}")

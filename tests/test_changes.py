@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 
 from publisher.changes import (
-    NOTHING,
     Action,
     Holdings,
     Work,
     immutable_action,
     published_digest,
     rolling_action,
-    tags_to_survey,
     work_list,
 )
 from publisher.errors import SelectionError
@@ -55,7 +53,7 @@ def holdings(**tags: str | None) -> Holdings:
 
 
 def test_an_image_with_no_immutable_tag_in_the_registry_is_not_published() -> None:
-    assert published_digest(image(), NOTHING) is None
+    assert published_digest(image(), Holdings(digests={})) is None
     # A rolling tag naming something does not make the image published.
     assert published_digest(image(), Holdings(digests={"latest": A})) is None
 
@@ -94,17 +92,7 @@ def test_work_list_replace_rebuilds_a_published_image() -> None:
 def test_a_replace_glob_matching_nothing_is_an_error() -> None:
     the_plan = Plan(images=(image(),))
     with pytest.raises(SelectionError, match="--replace 'core-\\*' matches no planned image"):
-        work_list(the_plan, NOTHING, replace=("full-*", "core-*"))
-
-
-def test_tags_to_survey_lists_each_tag_once() -> None:
-    the_plan = Plan(images=(image(),))
-    assert tags_to_survey(the_plan, ["3.9.1", "core-3.9.1"]) == [
-        "latest",
-        "3.9.1",
-        "3.9.1-python3.13",
-        "core-3.9.1",
-    ]
+        work_list(the_plan, Holdings(digests={}), replace=("full-*", "core-*"))
 
 
 # -- immutable tags ----------------------------------------------------------------------

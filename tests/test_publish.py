@@ -295,7 +295,6 @@ def test_replace_rebuilds_just_those_images_and_moves_their_tags(
     ):
         outcome = statuses[ident]
         assert outcome.status is Status.REPLACED
-        assert outcome.replaced == before[old_tag]
         assert f"replaced {old_tag}: {before[old_tag]} -> {after[old_tag]}" in publication.notes
     assert after["core"] == after["core-3.9.1"]
     assert {o.status for o in outcomes if o.image.variant == "full"} == {Status.PUBLISHED}

@@ -17,7 +17,7 @@ from fault_proxy import Fault, FaultProxy, Kind
 from registry_server import run_registry
 from tiny_image import push_blob, push_image, sha256
 
-import publisher.registry
+import publisher.registry_http
 from publisher.errors import RegistryError, RegistryUnreachable
 from publisher.registry import TIMEOUT_ENV, RegistryClient
 
@@ -89,7 +89,7 @@ def test_429_is_retried_after_the_time_the_registry_asks(
 def test_retry_after_is_capped(
     registry: str, proxy: FaultProxy, pushed: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(publisher.registry, "_MAX_RETRY_AFTER_SECONDS", 0.2)
+    monkeypatch.setattr(publisher.registry_http, "_MAX_RETRY_AFTER_SECONDS", 0.2)
     proxy.inject(
         Fault(method="HEAD", path=MANIFEST_OF, kind=Kind.STATUS, status=429, retry_after="3600")
     )

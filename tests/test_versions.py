@@ -7,7 +7,7 @@ import random
 import pytest
 from packaging.version import Version
 
-from publisher.versions import is_stable, newest_stable, parse_version, version_fields
+from publisher.versions import is_stable, parse_version, version_fields
 
 
 @pytest.mark.parametrize(
@@ -113,16 +113,3 @@ def test_is_stable(text: str, stable: bool) -> None:
 )
 def test_version_fields(text: str, fields: dict[str, str]) -> None:
     assert version_fields(parse_version(text)) == fields
-
-
-def test_newest_stable_ignores_prereleases_and_order() -> None:
-    texts = ["0.14.9", "0.15.0rc1", "0.14.10", "0.13.21", "1.0.dev3"]
-    for seed in range(5):
-        shuffled = texts[:]
-        random.Random(seed).shuffle(shuffled)
-        assert newest_stable(parse_version(t) for t in shuffled) == Version("0.14.10")
-
-
-def test_newest_stable_of_only_prereleases_is_none() -> None:
-    assert newest_stable([Version("1.0rc1"), Version("1.0b1"), Version("1.1.dev0")]) is None
-    assert newest_stable([]) is None

@@ -166,14 +166,14 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def download(tmp_path: Path, **kw: Any) -> list[Path]:
-    args: dict[str, Any] = {
-        "base_image": "python:3.13-slim",
-        "requirements": ["prefect==3.9.1"],
-        "dest": tmp_path / "wheels",
-        "index": IndexOptions(index_url="https://u:p@idx/simple"),
-    }
-    args.update(kw)
-    return wheels.download(None, **args)  # type: ignore[arg-type]
+    request = wheels.PipRequest(requirements=("prefect==3.9.1",), **kw)
+    return wheels.download(
+        None,  # type: ignore[arg-type]
+        request,
+        base_image="python:3.13-slim",
+        dest=tmp_path / "wheels",
+        index=IndexOptions(index_url="https://u:p@idx/simple"),
+    )
 
 
 def test_download_resolves_then_fetches_exactly_the_pins(
