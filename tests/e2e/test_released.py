@@ -86,7 +86,8 @@ def test_a_base_image_update_moves_no_released_tag_and_replace_moves_exactly_one
     # The 3.13 base gets a new identity, as python:3.13-slim does every few weeks.
     base313 = own_base.format(python="3.13")
     docker_client.images.build(
-        fileobj=io.BytesIO(f"FROM {base313}\nLABEL refreshed=yes\n".encode()),
+        # A label of its own: a builder-cached identity from an earlier run would not do.
+        fileobj=io.BytesIO(f"FROM {base313}\nLABEL refreshed={uuid.uuid4()}\n".encode()),
         tag=base313,
         rm=True,
     )
