@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import changes, docker_client, docs, local_registry, nightly, review
+from . import docker_client, docs, local_registry, nightly, review
 from .build import Settings
 from .changes import Action
 from .destination import Destination, open_registry
@@ -24,7 +24,7 @@ from .matrix import Matrix, load
 from .outcome import Outcome
 from .plan import Plan, plan
 from .progress import Reporter
-from .publish import Options, Result, describe, publish, survey
+from .publish import Options, Result, describe, publish
 from .recipe import Sources
 from .registry import Credentials
 from .wheels import IndexOptions, redact
@@ -244,16 +244,11 @@ def _print_diff(matrix: Matrix, the_plan: Plan, options: Options, fmt: str) -> i
     repo = options.destination.path(matrix.image)
     with ExitStack() as stack:
         registry = stack.enter_context(open_registry(options.destination, options.credentials))
-        holdings = survey(registry, repo, [t.name for i in the_plan.images for t in i.tags])
-        work = changes.work_list(the_plan, holdings, options.replace)
         try:
-            today = _today(stack, options)
-            stale = {s.image.id: s for s in review.status(registry, repo, the_plan, today)}
+            today: review.Today | None = _today(stack, options)
         except DockerUnavailable:
-            stale = None  # without a daemon the base images cannot be identified
-        rows = review.diff(
-            registry, repo, work, holdings, allow_downgrade=options.allow_downgrade, stale=stale
-        )
+            today = None  # without a daemon the base images cannot be identified
+        rows = review.release_diff(registry, repo, the_plan, options, today)
     if fmt == "json":
         print(json.dumps({"tags": [r.to_json() for r in rows]}, indent=2))
         return 0
@@ -270,7 +265,7 @@ def _print_diff(matrix: Matrix, the_plan: Plan, options: Options, fmt: str) -> i
         f"\n{len(rows)} tags in {options.destination}/{repo.rsplit('/', 1)[-1]}: "
         f"{moving} change, {len(rows) - moving} stay"
     )
-    if stale is None:
+    if today is None:
         print("(staleness not checked: no Docker daemon to identify the base images)")
     return 0
 

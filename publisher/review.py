@@ -17,7 +17,7 @@ from .changes import Action, Holdings, Work
 from .inputs import Inputs
 from .inputs import changes as input_changes
 from .plan import Image, Plan
-from .publish import Registry, survey, version_of
+from .publish import Options, Registry, survey, version_of
 from .recipe import Sources, recipe_for
 
 # base image reference -> its identity (registry digest or local id), as the build sees it
@@ -145,6 +145,21 @@ def diff(
                 )
             )
     return rows
+
+
+def release_diff(
+    registry: Registry, repo: str, the_plan: Plan, options: Options, today: Today | None
+) -> list[TagChange]:
+    """What `publish` with ``options`` would do to every planned tag; ``today`` (None
+    without a daemon to identify base images) adds which kept images are stale."""
+    holdings = survey(registry, repo, [t.name for i in the_plan.images for t in i.tags])
+    work = changes.work_list(the_plan, holdings, options.replace)
+    stale = None
+    if today is not None:
+        stale = {s.image.id: s for s in status(registry, repo, the_plan, today)}
+    return diff(
+        registry, repo, work, holdings, allow_downgrade=options.allow_downgrade, stale=stale
+    )
 
 
 def diff_table_rows(rows: list[TagChange]) -> list[tuple[str, str, str, str]]:

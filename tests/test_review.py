@@ -278,3 +278,25 @@ def test_diff_replace_and_stale(matrix: Matrix) -> None:
     short = state["0.14.10-python3.8"].removeprefix("sha256:")[:12]
     assert table["0.14.10-python3.8"][3] == f"{short}: a; b"
     assert rows["0.14.9-python3.8"].action is Action.KEEP
+
+
+def test_release_diff_marks_stale_kept_images_only_when_it_can_identify_the_bases(
+    matrix: Matrix,
+) -> None:
+    registry = FakeRegistry()
+    publish_all(matrix, registry)
+    the_plan = plan(matrix)
+    options = Options(
+        build=Settings(dockerfiles=ROOT / "dockerfiles"),
+        destination=Destination.parse("localhost:5000/ns"),
+        replace=("full-0.14.9-py3.7",),
+    )
+    # The fake daemon's images recorded no inputs, so every kept image reads as stale.
+    rows = {r.tag: r for r in review.release_diff(registry, REPO, the_plan, options, today())}
+    assert rows["0.14.9-python3.7"].action is Action.REPLACE
+    assert rows["0.14.10-python3.8"].action is Action.STALE_KEPT
+    assert rows["latest"].action is Action.KEEP  # rolling tags are never "stale"
+
+    blind = {r.tag: r for r in review.release_diff(registry, REPO, the_plan, options, None)}
+    assert blind["0.14.10-python3.8"].action is Action.KEEP
+    assert blind["0.14.9-python3.7"].action is Action.REPLACE
