@@ -23,7 +23,7 @@ from packaging.utils import parse_wheel_filename
 
 from . import docker_client, labels, smoke, wheels
 from .errors import PublisherError
-from .inputs import of_packages
+from .inputs import Inputs, of_packages
 from .matrix import Matrix
 from .plan import Image
 from .progress import Reporter
@@ -152,6 +152,12 @@ class Builder:
             self.reporter.step(group.subject, f"building on the released {group.published_core}")
             docker_client.ensure_image(self.client, group.published_core, self.auth)
             parent = group.published_core
+            recorded = Inputs.from_label(
+                docker_client.labels(self.client, parent).get(labels.INPUTS)
+            )
+            if recorded is not None:
+                # What the released core was built from is what this image is built on.
+                core = dataclasses.replace(core, inputs=recorded)
         else:
             self._ensure(
                 core, group.subject + " core", lambda d: self._core_context(group, core, d)

@@ -91,6 +91,14 @@ def image_id(client: docker.DockerClient, reference: str) -> str:
         raise BuildError(f"cannot inspect image {reference}: {_explain(exc)}") from None
 
 
+def labels(client: docker.DockerClient, reference: str) -> dict[str, str]:
+    try:
+        found = client.images.get(reference).labels or {}
+    except (ImageNotFound, APIError) as exc:
+        raise BuildError(f"cannot inspect image {reference}: {_explain(exc)}") from None
+    return {str(key): str(value) for key, value in found.items()}
+
+
 def ensure_image(
     client: docker.DockerClient, reference: str, auth: dict[str, str] | None = None
 ) -> None:

@@ -81,16 +81,21 @@ def core_recipe(
 def extras_recipe(
     image: Image, *, core: Recipe, parent_ref: str, parent_id: str, sources: Sources
 ) -> Recipe:
-    """``image`` built FROM a core image (``parent_ref``, local or published)."""
+    """``image`` built FROM a core image (``parent_ref``, local or published).
+
+    It inherits the core's inputs (base, files, build arguments) and adds its own: a
+    core.Dockerfile edit or a new base changes it too, and one built on a released core
+    records what that core was built from, not today's inputs.
+    """
+    full = hashlib.sha256(sources.files[FULL_DOCKERFILE]).hexdigest()
     return Recipe(
         dockerfile=FULL_DOCKERFILE,
         extras=image.extras,
         buildargs={"CORE_IMAGE": parent_ref},
-        inputs=Inputs.of(
+        inputs=Inputs(
             base=core.inputs.base,
             base_id=core.inputs.base_id,
-            # The full image holds the core's files as well: a core.Dockerfile edit changes it.
-            files=_pick(sources, CORE_DOCKERFILE, FULL_DOCKERFILE, ENTRYPOINT),
+            files=dict(sorted({**core.inputs.files, FULL_DOCKERFILE: full}.items())),
             buildargs=dict(core.inputs.buildargs),
             extras=image.extras,
             parent=parent_id,

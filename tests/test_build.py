@@ -55,6 +55,7 @@ class FakeImage:
         self.client = client
         self.id = ident
         self.attrs = attrs
+        self.labels: dict[str, str] = dict(attrs.get("Labels") or {})
 
     def tag(self, repository: str, tag: str) -> bool:
         self.client.tagged.append((self.id, repository, tag))
@@ -78,7 +79,10 @@ class FakeImages:
         self.client.pulls.append((ref, auth_config))
         if ref in self.client.unpullable:
             raise docker.errors.NotFound(f"manifest for {ref} not found")
-        image = FakeImage(self.client, digest_of("pulled " + ref), {"RepoDigests": []})
+        labels = self.client.pull_labels.get(ref, {})
+        image = FakeImage(
+            self.client, digest_of("pulled " + ref), {"RepoDigests": [], "Labels": labels}
+        )
         self.client.store[ref] = image
         return image
 
@@ -94,6 +98,7 @@ class FakeClient:
         self.pulls: list[tuple[str, dict[str, str] | None]] = []
         self.tagged: list[tuple[str, str, str]] = []
         self.unpullable: set[str] = set()
+        self.pull_labels: dict[str, dict[str, str]] = {}
         self.images = FakeImages(self)
         self.closed = False
 
@@ -769,3 +774,29 @@ def test_connect_reports_an_unreachable_daemon(monkeypatch: pytest.MonkeyPatch) 
         "cannot reach the Docker daemon at tcp://nowhere:2375: Error while fetching server API "
         "version (is dockerd running? DOCKER_HOST names the daemon to use)"
     )
+
+
+def test_an_image_built_on_a_released_core_records_what_that_core_was_built_from(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    released = "localhost:5000/ns/prefect@" + digest_of("released core")
+    old = Inputs(
+        base="python:3.13-slim",
+        base_id=digest_of("last month's base"),
+        files={CORE_DOCKERFILE: "1" * 64, "entrypoint.sh": "2" * 64},
+        buildargs={"PREFECT": "prefect==3.9.1"},
+    )
+    client.pull_labels[released] = {labels.INPUTS: old.to_label()}
+    group = group_of(matrix, "3.9.1", "3.13")
+    only_full = Group(
+        version=group.version, python=group.python, images=group.images[1:], published_core=released
+    )
+    (result,) = make_builder(client, matrix, tmp_path).build(only_full)
+
+    assert result.ok
+    (full,) = daemon.built(FULL_DOCKERFILE)
+    recorded = Inputs.from_label(full["labels"][labels.INPUTS])
+    assert recorded is not None
+    assert (recorded.base, recorded.base_id) == (old.base, old.base_id)
+    assert recorded.files[CORE_DOCKERFILE] == "1" * 64
+    assert FULL_DOCKERFILE in recorded.files and recorded.extras == ("docker",)
