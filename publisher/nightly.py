@@ -167,23 +167,10 @@ def resolve(source: Source) -> str:
 
 
 def build_wheel(source: Source, sha: str, workdir: Path, index: IndexOptions) -> Artifact:
-    """Fetch ``sha`` alone (depth 1) and build prefect's wheel from it on the host."""
+    """Fetch ``sha`` with its history and tags and build prefect's wheel from it on the host."""
     checkout = workdir / "source"
     checkout.mkdir(parents=True)
-    _git("init", "--quiet", str(checkout), what="create a checkout")
-    _git(
-        "-C",
-        str(checkout),
-        "fetch",
-        "--quiet",
-        "--depth",
-        "1",
-        "--",
-        source.location,
-        sha,
-        what=f"fetch {sha[:12]} from {redact(source.location)}",
-    )
-    _git("-C", str(checkout), "checkout", "--quiet", "FETCH_HEAD", what=f"check out {sha[:12]}")
+    fetch(source, sha, checkout)
     date = _git(
         "-C",
         str(checkout),
@@ -229,6 +216,35 @@ def build_wheel(source: Source, sha: str, workdir: Path, index: IndexOptions) ->
             f"{redact(source.location)} at {sha[:12]} built {built[0].name}, not a prefect wheel"
         )
     return Artifact(wheel=built[0], version=version, revision=Revision(sha=sha, date=date))
+
+
+def fetch(source: Source, sha: str, checkout: Path) -> None:
+    """Check out ``sha`` in ``checkout`` with the commits and tags behind it.
+
+    The build backend (versioningit for Prefect 3, versioneer for 0.14) computes the
+    version from `git describe`: with the commit alone it finds no tag and falls back to a
+    default that main is not. A treeless partial clone brings the history as commits only;
+    the trees and blobs of the one commit checked out are fetched on demand.
+    """
+
+    def git(*args: str, what: str) -> str:
+        return _git("-C", str(checkout), *args, what=what)
+
+    where = redact(source.location)
+    _git("init", "--quiet", str(checkout), what="create a checkout")
+    git("remote", "add", "origin", source.location, what=f"use {where}")
+    git("config", "remote.origin.promisor", "true", what="configure the checkout")
+    git("config", "remote.origin.partialclonefilter", "tree:0", what="configure the checkout")
+    git(
+        "fetch",
+        "--quiet",
+        "--filter=tree:0",
+        "--tags",
+        "origin",
+        sha,
+        what=f"fetch {sha[:12]} from {where} with its history and tags",
+    )
+    git("checkout", "--quiet", sha, what=f"check out {sha[:12]}")
 
 
 def _wheel_metadata(wheel: Path) -> tuple[str, str]:
