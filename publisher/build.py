@@ -36,6 +36,7 @@ class NightlySource:
 
     wheel: Path
     revision: str
+    ui: str = labels.UI_BUILT  # labels.UI's value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -305,6 +306,8 @@ class Builder:
         }
         if revision:
             found[labels.REVISION] = revision
+        if self.settings.nightly is not None:
+            found[labels.UI] = self.settings.nightly.ui
         return found
 
     def _extras_elsewhere(self, image: Image) -> tuple[str, ...]:

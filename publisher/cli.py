@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="git repository to build (default: the matrix's nightly.repository)",
     )
     n.add_argument("--ref", help="branch, tag or commit (default: the matrix's nightly.ref)")
+    n.add_argument(
+        "--no-ui",
+        dest="ui",
+        action="store_false",
+        help="do not build the UI bundles (npm): the wheel and image have no UI "
+        "(label io.prefect.publisher.ui=skipped)",
+    )
     n.set_defaults(func=cmd_nightly)
     return parser
 

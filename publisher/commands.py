@@ -7,6 +7,7 @@ PublisherError, which :func:`publisher.cli.main` reports.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -157,7 +158,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     matrix = load(args.matrix)
-    source = nightly.source_of(matrix, args.source, args.ref)
+    source = dataclasses.replace(nightly.source_of(matrix, args.source, args.ref), ui=args.ui)
     reporter = Reporter(verbose=args.verbose)
     # The ref first: a ref that does not exist costs no registry and no build.
     sha = nightly.resolve(source)

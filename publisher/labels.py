@@ -22,3 +22,8 @@ INPUTS = "io.prefect.publisher.inputs"
 PACKAGES = "io.prefect.publisher.packages"
 # Set by `publish --replace`: the digest this image took the tags from.
 REPLACES = "io.prefect.publisher.replaces"
+# A nightly's UI bundles: built, skipped (--no-ui) or absent (the source has no UI projects).
+UI = "io.prefect.publisher.ui"
+UI_BUILT = "built"
+UI_SKIPPED = "skipped"
+UI_ABSENT = "absent"

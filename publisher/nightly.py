@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import labels
+from . import labels, ui
 from .build import NightlySource
 from .destination import open_registry
 from .errors import MatrixError, SourceError
@@ -42,6 +42,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 class Source:
     location: str  # a git URL or a local path
     ref: str
+    ui: bool = True  # build the UI bundles (False: a wheel without them, quicker)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,7 @@ class Artifact:
     wheel: Path
     version: str
     revision: Revision
+    ui: str  # labels.UI's value: built, skipped or absent
 
 
 def source_of(matrix: Matrix, location: str | None, ref: str | None) -> Source:
@@ -84,7 +86,7 @@ def run(
         return None
     with tempfile.TemporaryDirectory(prefix="publisher-nightly-") as tmp:
         reporter.step("nightly", f"building prefect's wheel at {sha[:12]}")
-        artifact = build_wheel(source, sha, Path(tmp), options.build.index)
+        artifact = build_wheel(source, sha, Path(tmp), options.build.index, reporter)
         reporter.step(
             "nightly",
             f"built {artifact.wheel.name} (prefect {artifact.version}, "
@@ -95,7 +97,7 @@ def run(
             images=tuple(dataclasses.replace(i, prefect_version=artifact.version) for i in images)
         )
         settings = dataclasses.replace(
-            options.build, nightly=NightlySource(wheel=artifact.wheel, revision=sha)
+            options.build, nightly=NightlySource(wheel=artifact.wheel, revision=sha, ui=artifact.ui)
         )
         return publish(matrix, the_plan, dataclasses.replace(options, build=settings), reporter)
 
@@ -166,8 +168,15 @@ def resolve(source: Source) -> str:
     raise SourceError(f"ref {source.ref!r} does not exist in {redact(source.location)}")
 
 
-def build_wheel(source: Source, sha: str, workdir: Path, index: IndexOptions) -> Artifact:
-    """Fetch ``sha`` with its history and tags and build prefect's wheel from it on the host."""
+def build_wheel(
+    source: Source,
+    sha: str,
+    workdir: Path,
+    index: IndexOptions,
+    reporter: Reporter | None = None,
+) -> Artifact:
+    """Fetch ``sha`` with its history and tags and build prefect's wheel from it on the host,
+    with its UI bundles unless the source has none or ``source.ui`` is off."""
     checkout = workdir / "source"
     checkout.mkdir(parents=True)
     fetch(source, sha, checkout)
@@ -182,6 +191,11 @@ def build_wheel(source: Source, sha: str, workdir: Path, index: IndexOptions) ->
         what="read the commit date",
         env={"TZ": "UTC"},
     ).strip()
+    env = dict(os.environ)
+    ui_state = _ui(source, checkout, reporter)
+    if ui_state == labels.UI_BUILT:
+        # As upstream's Dockerfile: a bundle that did not make it into the wheel fails it.
+        env[ui.REQUIRE_BUNDLES] = "1"
     out = workdir / "dist"
     result = subprocess.run(
         [
@@ -199,6 +213,7 @@ def build_wheel(source: Source, sha: str, workdir: Path, index: IndexOptions) ->
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     if result.returncode != 0:
         raise SourceError(
@@ -215,7 +230,21 @@ def build_wheel(source: Source, sha: str, workdir: Path, index: IndexOptions) ->
         raise SourceError(
             f"{redact(source.location)} at {sha[:12]} built {built[0].name}, not a prefect wheel"
         )
-    return Artifact(wheel=built[0], version=version, revision=Revision(sha=sha, date=date))
+    return Artifact(
+        wheel=built[0], version=version, revision=Revision(sha=sha, date=date), ui=ui_state
+    )
+
+
+def _ui(source: Source, checkout: Path, reporter: Reporter | None) -> str:
+    """Build the checkout's UI bundles when asked to; what the image's label records."""
+    if not ui.projects(checkout):
+        return labels.UI_ABSENT
+    if not source.ui:
+        if reporter:
+            reporter.step("ui", "skipped (--no-ui): the wheel has no UI bundles")
+        return labels.UI_SKIPPED
+    ui.build(checkout, reporter)
+    return labels.UI_BUILT
 
 
 def fetch(source: Source, sha: str, checkout: Path) -> None:

@@ -476,7 +476,7 @@ def test_a_nightly_installs_its_own_wheel_and_records_its_commit(
         client,
         matrix,
         tmp_path,
-        nightly=NightlySource(wheel=wheel, revision=revision),
+        nightly=NightlySource(wheel=wheel, revision=revision, ui=labels.UI_SKIPPED),
         base_image="mirror.example/python:{python}-slim",
     )
     client.add("mirror.example/python:3.13-slim", digest_of("mirror"))
@@ -489,6 +489,7 @@ def test_a_nightly_installs_its_own_wheel_and_records_its_commit(
     assert full_res["requirements"] == (f"prefect[docker] @ file:///source/{wheel.name}",)
     (core,) = daemon.built(CORE_DOCKERFILE)
     assert core["labels"][labels.REVISION] == revision
+    assert core["labels"][labels.UI] == labels.UI_SKIPPED
     assert core["buildargs"] == {"BASE_IMAGE": "mirror.example/python:3.13-slim"}
     recorded = Inputs.from_label(core["labels"][labels.INPUTS])
     assert recorded is not None and recorded.buildargs["SOURCE_REVISION"] == revision

@@ -4,6 +4,7 @@ build (with pip stood in for by a script), and the run's decisions, without Dock
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -199,6 +200,8 @@ if mode == "fail":
 name = open(os.path.join(checkout, "NAME")).read().strip()
 version = open(os.path.join(checkout, "VERSION")).read().strip()
 os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, "require-ui"), "w") as f:
+    f.write(os.environ.get("PREFECT_REQUIRE_PACKAGED_UI_BUNDLES", ""))
 count = 2 if mode == "two" else 0 if mode == "none" else 1
 for n in range(count):
     path = os.path.join(out, f"{name}-{version}-py3-none-any{n or ''}.whl")
@@ -227,6 +230,8 @@ def test_build_wheel_builds_the_commit_asked_for(
     artifact = nightly.build_wheel(source, repo["first"], work, IndexOptions())
     assert artifact.version == "3.10.0.dev1"  # the first commit's, not main's
     assert artifact.wheel.name == "prefect-3.10.0.dev1-py3-none-any.whl"
+    assert artifact.ui == labels.UI_ABSENT  # a source without UI projects builds as before
+    assert (work / "dist" / "require-ui").read_text() == ""
     # The commit date in UTC: 23:30 at -02:00 is the next day.
     assert (artifact.revision.sha, artifact.revision.date) == (repo["first"], "20250103")
     # The checkout holds exactly that commit: no history came with it.
@@ -279,6 +284,48 @@ def test_build_wheel_refuses_a_wheel_that_is_not_prefect(fake_pip: Path, tmp_pat
     work.mkdir()
     with pytest.raises(SourceError, match=r"notprefect-1\.0-py3-none-any\.whl, not a prefect"):
         nightly.build_wheel(Source(location=str(other), ref="main"), sha, work, IndexOptions())
+
+
+@pytest.fixture
+def ui_repo(tmp_path: Path) -> tuple[Path, str]:
+    """A source with both UI projects, as upstream's checkout has them."""
+    path = tmp_path / "ui-src"
+    path.mkdir()
+    git(path, "init", "--quiet", "--initial-branch=main")
+    (path / "NAME").write_text("prefect")
+    (path / "VERSION").write_text("3.10.0.dev3")
+    for name in ("ui", "ui-v2"):
+        (path / name).mkdir()
+        (path / name / "package.json").write_text(json.dumps({"name": name}))
+    git(path, "add", ".")
+    git(path, "commit", "--quiet", "-m", "with ui")
+    return path, git(path, "rev-parse", "HEAD")
+
+
+@pytest.mark.parametrize(
+    ("build_ui", "state", "required"),
+    [(True, labels.UI_BUILT, "1"), (False, labels.UI_SKIPPED, "")],
+)
+def test_build_wheel_builds_the_ui_unless_told_not_to(
+    ui_repo: tuple[Path, str],
+    fake_pip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    build_ui: bool,
+    state: str,
+    required: str,
+) -> None:
+    built: list[Path] = []
+    monkeypatch.setattr(nightly.ui, "build", lambda checkout, reporter: built.append(checkout))
+    path, sha = ui_repo
+    work = tmp_path / "work"
+    work.mkdir()
+    source = Source(location=str(path), ref="main", ui=build_ui)
+    artifact = nightly.build_wheel(source, sha, work, IndexOptions())
+    assert artifact.ui == state
+    assert built == ([work / "source"] if build_ui else [])
+    # With the bundles built, the build backend must fail a wheel that lacks one.
+    assert (work / "dist" / "require-ui").read_text() == required
 
 
 def test_build_wheel_of_a_missing_commit(repo: dict[str, Any], tmp_path: Path) -> None:
@@ -367,10 +414,15 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     seen: dict[str, Any] = {"built": [], "published": []}
     wheel = tmp_path / "prefect-3.10.0.dev7-py3-none-any.whl"
 
-    def build_wheel(source: Source, sha: str, workdir: Path, index: IndexOptions) -> Any:
+    def build_wheel(
+        source: Source, sha: str, workdir: Path, index: IndexOptions, reporter: Reporter
+    ) -> Any:
         seen["built"].append((source, sha, index))
         return nightly.Artifact(
-            wheel=wheel, version="3.10.0.dev7", revision=nightly.Revision(sha=sha, date="20250304")
+            wheel=wheel,
+            version="3.10.0.dev7",
+            revision=nightly.Revision(sha=sha, date="20250304"),
+            ui=labels.UI_SKIPPED,
         )
 
     def publish(matrix: Matrix, the_plan: Any, opts: Options, reporter: Reporter) -> Result:
@@ -406,7 +458,9 @@ def test_run_builds_and_publishes_a_new_commit(
     assert image.id == "full-nightly-py3.13"
     assert image.prefect_version == "3.10.0.dev7"  # what the wheel says, not the ref
     assert [t.name for t in image.tags] == ["master", "master-20250304-abcdef0"]
-    assert opts.build.nightly == NightlySource(wheel=calls["wheel"], revision=SHA)
+    assert opts.build.nightly == NightlySource(
+        wheel=calls["wheel"], revision=SHA, ui=labels.UI_SKIPPED
+    )
     assert registry.closed
     assert [c.method for c in registry.calls] == ["digest", "labels"]
 
