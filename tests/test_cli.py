@@ -495,3 +495,23 @@ def test_python_m_publisher_error(repo_root: Path, make_matrix: Callable[..., Pa
     assert_one_error_line(
         result.returncode, result.stderr, str(path), "write '0.14.10'", exit_code=2
     )
+
+
+@pytest.mark.parametrize(("flag", "build_ui"), [((), True), (("--no-ui",), False)])
+def test_nightly_builds_the_ui_unless_no_ui(
+    run: Callable[..., tuple[int, str, str]],
+    shipped_matrix_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flag: tuple[str, ...],
+    build_ui: bool,
+) -> None:
+    from publisher import nightly
+
+    seen: list[nightly.Source] = []
+    monkeypatch.setattr(nightly, "resolve", lambda source: "a" * 40)
+    monkeypatch.setattr(nightly, "run", lambda matrix, source, *rest: seen.append(source))
+    code, _, _ = run(
+        "nightly", "--matrix", shipped_matrix_path, "--ref", "main", "--dry-run", *flag
+    )
+    assert code == 0
+    assert [s.ui for s in seen] == [build_ui]
