@@ -4,6 +4,8 @@ The upstream bundle (shared/upstream beside this checkout, or PUBLISHER_UPSTREAM
 is a trimmed clone of PrefectHQ/prefect whose versions come from git tags (versioningit).
 A checkout of the commit alone would build a wheel calling itself the `default-tag`
 fallback of pyproject.toml (3.6.24); the nightly must fetch what `git describe` needs.
+Its UI bundles are not committed: the nightly builds them with npm (from the npm registry)
+as upstream's Dockerfile does; the version tests skip them (--no-ui) to stay quick.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from publisher.nightly import Source, build_wheel, resolve
+from publisher import labels
+from publisher.nightly import Artifact, Source, build_wheel, resolve
+from publisher.progress import Reporter
 from publisher.wheels import IndexOptions
 
 from .conftest import REPO_ROOT, Services, _require
@@ -45,12 +49,22 @@ def _git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def _build(upstream: Path, ref: str, services: Services, tmp_path: Path) -> tuple[str, Path]:
-    source = Source(location=str(upstream), ref=ref)
-    artifact = build_wheel(
-        source, resolve(source), tmp_path / ref, IndexOptions(index_url=services.index)
+def _build(
+    upstream: Path, ref: str, services: Services, tmp_path: Path, *, build_ui: bool = False
+) -> Artifact:
+    source = Source(location=str(upstream), ref=ref, ui=build_ui)
+    return build_wheel(
+        source,
+        resolve(source),
+        tmp_path / ref,
+        IndexOptions(index_url=services.index),
+        Reporter(),
     )
-    return artifact.version, artifact.wheel
+
+
+def _names(wheel: Path) -> set[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        return set(archive.namelist())
 
 
 def test_a_commit_after_a_tag_gets_the_version_git_describe_gives(
@@ -58,7 +72,8 @@ def test_a_commit_after_a_tag_gets_the_version_git_describe_gives(
 ) -> None:
     _git(upstream, "commit", "--quiet", "--allow-empty", "-m", "a nightly's new commit")
     short = _git(upstream, "rev-parse", "--short", "HEAD")
-    version, wheel = _build(upstream, "main", services, tmp_path)
+    artifact = _build(upstream, "main", services, tmp_path)
+    version, wheel = artifact.version, artifact.wheel
     assert version.startswith("3.8.4.dev6+1.g"), version
     assert short.startswith(version.rsplit(".g", 1)[1][:7])
     assert not version.startswith(FALLBACK)
@@ -70,5 +85,23 @@ def test_a_commit_after_a_tag_gets_the_version_git_describe_gives(
 def test_a_release_tag_builds_that_release(
     upstream: Path, services: Services, tmp_path: Path
 ) -> None:
-    version, _ = _build(upstream, "3.8.3", services, tmp_path)
-    assert version == "3.8.3"
+    assert _build(upstream, "3.8.3", services, tmp_path).version == "3.8.3"
+
+
+UI_INDEXES = {"prefect/server/ui/index.html", "prefect/server/ui-v2/index.html"}
+
+
+def test_the_wheel_of_main_carries_both_ui_bundles(
+    upstream: Path, services: Services, tmp_path: Path
+) -> None:
+    built = _build(upstream, "main", services, tmp_path, build_ui=True)
+    assert built.ui == labels.UI_BUILT
+    assert _names(built.wheel) >= UI_INDEXES
+
+    skipped = _build(upstream, "main", services, tmp_path / "no-ui")
+    assert skipped.ui == labels.UI_SKIPPED
+    assert not {
+        n
+        for n in _names(skipped.wheel)
+        if n.startswith(("prefect/server/ui/", "prefect/server/ui-v2/"))
+    }
