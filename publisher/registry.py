@@ -98,6 +98,9 @@ class RegistryClient:
         self.retries = retries
         self._transport = Transport(host, timeout=self.timeout, retries=retries)
         self._auth = Auth(self._transport, credentials)
+        # Manifests by digest never change: a publication copying one image to several
+        # tags reads it once (manifest GETs count against pull limits; HEADs do not).
+        self._by_digest: dict[tuple[str, str], Manifest] = {}
 
     @classmethod
     def from_docker_config(cls, host: str, **kw: Any) -> RegistryClient:
@@ -155,6 +158,9 @@ class RegistryClient:
         return self.manifest(repo, ref).digest
 
     def manifest(self, repo: str, ref: str) -> Manifest:
+        cached = self._by_digest.get((repo, ref))
+        if cached is not None:
+            return cached
         response = self._call(
             Request(
                 method="GET",
@@ -180,7 +186,9 @@ class RegistryClient:
         if not media_type or media_type in ("application/json", "application/octet-stream"):
             document = json_object(raw, f"manifest {repo}:{ref}")
             media_type = str(document.get("mediaType", media_type))
-        return Manifest(digest=digest, media_type=media_type, raw=raw)
+        found = Manifest(digest=digest, media_type=media_type, raw=raw)
+        self._by_digest[(repo, digest)] = found
+        return found
 
     def put_manifest(self, repo: str, tag: str, manifest: Manifest) -> str:
         actual = sha256_digest(manifest.raw)

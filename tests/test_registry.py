@@ -503,3 +503,18 @@ def test_client_errors_are_not_retried(
     with pytest.raises(RegistryError, match="answered 400 to push manifest r:1: manifest invalid"):
         RegistryClient(host).put_manifest("r", "1", manifest)
     assert len(seen) == 1
+
+
+@needs_registry
+def test_copying_one_image_to_several_tags_reads_its_manifest_once(
+    registry: str, client: RegistryClient
+) -> None:
+    pushed = push_image(registry, "prefect/prefect", "1.0-python3.8")
+    counts: list[int] = []
+    for tag in ("1.0", "latest", "latest-python3.8"):
+        before = client.requests_made
+        client.copy_tag("prefect/prefect", pushed, tag)
+        counts.append(client.requests_made - before)
+    # HEAD target, GET manifest, PUT; then HEAD and PUT only: the manifest is known by digest.
+    assert counts == [3, 2, 2]
+    assert all(client.digest("prefect/prefect", t) == pushed for t in ("1.0", "latest"))
