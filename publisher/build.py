@@ -21,11 +21,12 @@ from pathlib import Path
 import docker
 from packaging.utils import parse_wheel_filename
 
-from . import docker_client, labels, smoke, wheels
+from . import bases, docker_client, labels, smoke, wheels
 from .errors import PublisherError
 from .inputs import Inputs, of_packages
 from .matrix import Matrix
 from .plan import Image
+from .platforms import DEFAULT_PLATFORM, machine_of
 from .progress import Reporter
 from .recipe import Recipe, Sources, core_recipe, extras_recipe
 
@@ -64,6 +65,7 @@ class Group:
     version: str
     python: str
     images: tuple[Image, ...]
+    platform: str = DEFAULT_PLATFORM
     # "HOST/REPO@sha256:..." of the released core image to build on, if there is one.
     published_core: str | None = None
     # image id -> the digest a --replace build takes the tags from.
@@ -71,14 +73,23 @@ class Group:
 
     @property
     def subject(self) -> str:
-        return f"prefect {self.version} / Python {self.python}"
+        where = f" / {self.platform}" if self.pinned_base else ""
+        return f"prefect {self.version} / Python {self.python}{where}"
+
+    @property
+    def pinned_base(self) -> bool:
+        """Whether the base is taken by its digest for the group's platform (read from the
+        base's index) rather than as the daemon has it: a local tag holds one platform only,
+        so a multi-platform build that named the tag could silently get another's base."""
+        return any(image.platforms != (DEFAULT_PLATFORM,) for image in self.images)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Built:
-    """One image's result: built and tested, or the reason it was not."""
+    """One image's result on one platform: built and tested, or the reason it was not."""
 
     image: Image
+    platform: str = DEFAULT_PLATFORM
     error: str = ""
     local_id: str = ""
     size: int = 0
@@ -90,10 +101,16 @@ class Built:
 
 
 def groups_of(images: Iterable[Image]) -> list[Group]:
-    found: dict[tuple[str, str], list[Image]] = {}
+    """One group per version, Python and platform: each platform builds its own core."""
+    found: dict[tuple[str, str, str], list[Image]] = {}
     for image in images:
-        found.setdefault((image.prefect_version, image.python_version), []).append(image)
-    return [Group(version=v, python=p, images=tuple(i)) for (v, p), i in found.items()]
+        for platform in image.platforms:
+            key = (image.prefect_version, image.python_version, platform)
+            found.setdefault(key, []).append(image)
+    return [
+        Group(version=v, python=p, platform=platform, images=tuple(i))
+        for (v, p, platform), i in found.items()
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,8 +131,10 @@ class Builder:
         reporter: Reporter,
         workdir: Path,
         auth: dict[str, str] | None = None,
+        pin_base: Callable[[str, str], str] = bases.pin,
     ) -> None:
         self.client = client
+        self.pin_base = pin_base
         self.matrix = matrix
         self.settings = settings
         self.reporter = reporter
@@ -130,7 +149,8 @@ class Builder:
             core, parent = self._core(group)
         except PublisherError as exc:
             self.reporter.step(group.subject, f"FAILED: {exc}")
-            return [Built(image=image, error=str(exc)) for image in group.images]
+            error = _on(group, str(exc))
+            return [Built(image=i, platform=group.platform, error=error) for i in group.images]
         core_seconds = time.monotonic() - started
         results = [self._image(group, image, core, parent) for image in group.images]
         # The core build is charged to the group's first image.
@@ -141,8 +161,14 @@ class Builder:
     def _core(self, group: Group) -> tuple[Recipe, _Parent]:
         first = group.images[0]
         base = self.settings.base_for(first)
+        if group.pinned_base:
+            base = self.pin_base(base, group.platform)
+            self.reporter.step(group.subject, f"base {base}")
         docker_client.ensure_image(self.client, base)
-        base_id = docker_client.image_identity(self.client, base)
+        if group.pinned_base:
+            base_id = base.rsplit("@", 1)[1]  # the platform image's own digest
+        else:
+            base_id = docker_client.image_identity(self.client, base)
         core = core_recipe(
             first, base=base, base_id=base_id, sources=self.sources, revision=self.settings.revision
         )
@@ -161,7 +187,10 @@ class Builder:
                 core = dataclasses.replace(core, inputs=recorded)
         else:
             self._ensure(
-                core, group.subject + " core", lambda d: self._core_context(group, core, d)
+                core,
+                group.subject + " core",
+                lambda d: self._core_context(group, core, d),
+                platform=_build_platform(group),
             )
             parent = core.cache_ref
         # The parent by image id: a released core pulled from the registry is the same
@@ -171,6 +200,7 @@ class Builder:
     def _image(self, group: Group, image: Image, core: Recipe, parent: _Parent) -> Built:
         started = time.monotonic()
         recipe = core
+        subject = image.id if not group.pinned_base else f"{image.id} {group.platform}"
         try:
             if image.extras:
                 recipe = extras_recipe(
@@ -182,11 +212,14 @@ class Builder:
                 )
                 recipe = dataclasses.replace(recipe, replaces=group.replaces.get(image.id, ""))
                 self._ensure(
-                    recipe, image.id, lambda d: self._extras_context(image, recipe, parent, d)
+                    recipe,
+                    subject,
+                    lambda d: self._extras_context(image, recipe, parent, d),
+                    platform=_build_platform(group),
                 )
             local = self.client.images.get(recipe.cache_ref)
             size = int(local.attrs.get("Size", 0))
-            self.reporter.step(image.id, "smoke-testing")
+            self.reporter.step(subject, "smoke-testing")
             result = smoke.check(
                 self.client,
                 str(local.id),
@@ -194,26 +227,42 @@ class Builder:
                 prefect_version=image.prefect_version,
                 extras_present=image.extras,
                 extras_absent=self._extras_elsewhere(image),
+                # Checked where the plan names platforms; a daemon building the default
+                # matrix builds for itself, as it always has.
+                machine=machine_of(group.platform) if group.pinned_base else None,
             )
         except PublisherError as exc:
-            self.reporter.step(image.id, f"FAILED: {exc}")
-            return Built(image=image, error=str(exc), seconds=time.monotonic() - started)
+            self.reporter.step(subject, f"FAILED: {exc}")
+            return Built(
+                image=image,
+                platform=group.platform,
+                error=_on(group, str(exc)),
+                seconds=time.monotonic() - started,
+            )
         except docker.errors.ImageNotFound as exc:
-            return Built(image=image, error=f"image vanished: {exc}")
+            return Built(
+                image=image, platform=group.platform, error=_on(group, f"image vanished: {exc}")
+            )
         self.reporter.step(
-            image.id,
+            subject,
             f"passed (prefect {result.prefect_version}, Python {result.python_version}, "
-            f"{size / 1e6:.0f} MB)",
+            f"{result.machine}, {size / 1e6:.0f} MB)",
         )
         return Built(
             image=image,
+            platform=group.platform,
             local_id=str(local.id),
             size=size,
             seconds=time.monotonic() - started,
         )
 
     def _ensure(
-        self, recipe: Recipe, subject: str, prepare: Callable[[Path], tuple[Path, dict[str, str]]]
+        self,
+        recipe: Recipe,
+        subject: str,
+        prepare: Callable[[Path], tuple[Path, dict[str, str]]],
+        *,
+        platform: str | None,
     ) -> None:
         """Build ``recipe`` unless this daemon already holds it (``--force`` rebuilds)."""
         if not self.settings.force and docker_client.has_image(self.client, recipe.cache_ref):
@@ -237,6 +286,7 @@ class Builder:
                     labels.REPLACES: recipe.replaces,
                 },
                 tag=recipe.cache_ref,
+                platform=platform,
             ),
             on_line=lambda line: self.reporter.detail(subject, line),
         )
@@ -330,3 +380,13 @@ def _wheel_dir(folder: Path, files: list[Path]) -> None:
 
 def _name(wheel: Path) -> str:
     return str(parse_wheel_filename(wheel.name)[0])
+
+
+def _build_platform(group: Group) -> str | None:
+    """The platform a build asks the daemon for; None builds as the daemon always has."""
+    return group.platform if group.pinned_base else None
+
+
+def _on(group: Group, error: str) -> str:
+    """An error naming the platform it happened on, when the image has several."""
+    return f"{group.platform}: {error}" if group.pinned_base else error

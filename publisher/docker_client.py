@@ -120,6 +120,7 @@ class BuildRequest:
     buildargs: dict[str, str]
     labels: dict[str, str]
     tag: str
+    platform: str | None = None  # "linux/arm64": run the build's steps on that platform
 
 
 def build(
@@ -139,6 +140,7 @@ def build(
             forcerm=True,
             pull=False,
             decode=True,
+            platform=request.platform,
         )
         for chunk in stream:
             if "error" in chunk:

@@ -7,7 +7,7 @@ table below does not allow, so a status can never say more than what really happ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from .plan import Image
@@ -49,6 +49,8 @@ class Outcome:
     status: Status = Status.PLANNED
     error: str = ""
     local_id: str = ""
+    # platform -> local image id, for an image built for named platforms (one index)
+    parts: dict[str, str] = field(default_factory=dict)
     size: int = 0
     digest: str = ""
     seconds: float = 0.0

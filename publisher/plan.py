@@ -16,6 +16,8 @@ from packaging.version import Version
 
 from .errors import MatrixError, SelectionError
 from .matrix import TAG_RE, Matrix, Release, TagRule, Variant
+from .staging import PREFIX as STAGING_PREFIX
+from .staging import is_staging
 from .versions import is_stable, version_fields
 
 
@@ -55,6 +57,7 @@ class Image:
     extras: tuple[str, ...]
     tags: tuple[Tag, ...]
     nightly: bool = False
+    platforms: tuple[str, ...] = ("linux/amd64",)
 
     @property
     def immutable_tags(self) -> tuple[str, ...]:
@@ -220,6 +223,11 @@ def _render(rule: TagRule, fields: dict[str, str], matrix: Matrix) -> Tag:
         raise MatrixError(
             f"{rule.origin or matrix.path}: tags: {rule.template!r} gives {name!r}, "
             "which is not a valid Docker tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"
+        )
+    if is_staging(name):
+        raise MatrixError(
+            f"{rule.origin or matrix.path}: tags: {rule.template!r} gives {name!r}; tags "
+            f"starting with {STAGING_PREFIX!r} are reserved for platform images being published"
         )
     return Tag(name=name, rolling=rule.rolling, rule=matrix.tags.index(rule))
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
@@ -35,8 +35,10 @@ from .errors import RegistryError
 from .matrix import Matrix
 from .outcome import Outcome, Status
 from .plan import Image, Plan
+from .platforms import DEFAULT_PLATFORM
 from .progress import Reporter
 from .registry import Credentials
+from .staging import staging_tag
 
 SURVEY_WORKERS = 8
 
@@ -66,6 +68,10 @@ class Registry(Protocol):
     def labels(self, repo: str, ref: str) -> dict[str, str]: ...
 
     def copy_tag(self, repo: str, source_ref: str, tag: str) -> str: ...
+
+    def platform_images(self, repo: str, ref: str) -> dict[str, str] | None: ...
+
+    def put_index(self, repo: str, tag: str, images: Sequence[tuple[str, str]]) -> str: ...
 
 
 Engines = Callable[[], AbstractContextManager[Engine]]
@@ -124,8 +130,11 @@ class Publication:
                 outcome.digest = item.published or ""
                 self.reporter.step(item.image.id, "published; not rebuilding")
         to_build = [item for item in work if item.build]
+        by_image: dict[str, list[Built]] = defaultdict(list)
         for built in self.build(self.groups(to_build, holdings, cores)):
-            _record(outcomes[built.image.id], built)
+            by_image[built.image.id].append(built)
+        for image_id, builts in by_image.items():
+            _record(outcomes[image_id], builts)
         ordered = list(outcomes.values())
         if any(o.failed for o in ordered):
             for outcome in ordered:
@@ -172,9 +181,22 @@ class Publication:
                 published = published_digest(core, holdings)
             reference = None
             if core is not None and published is not None and self.options.destination:
+                published = self.platform_image(core, published, group)
+            if core is not None and published is not None and self.options.destination:
                 reference = f"{self.options.destination.reference(core.repository)}@{published}"
             groups.append(replace(group, published_core=reference, replaces=replaces))
         return groups
+
+    def platform_image(self, core: Image, published: str, group: Group) -> str | None:
+        """The released core's image for the group's platform: ``published`` itself for a
+        single-platform plan, else the one its index lists (None: build the core here)."""
+        if not group.pinned_base:
+            return published
+        assert self.registry is not None and self.options.destination is not None
+        images = self.registry.platform_images(
+            self.options.destination.path(core.repository), published
+        )
+        return (images or {}).get(group.platform)
 
     def build(self, groups: list[Group]) -> list[Built]:
         if not groups:
@@ -216,9 +238,12 @@ class Publication:
         reference = self.options.destination.reference(image.repository)
         anchor = _anchor(image)
         started = time.monotonic()
-        self.reporter.step(image.id, f"pushing {reference}:{anchor}")
-        pushed = engine.push(outcome.local_id, reference, anchor)
-        outcome.digest = _verified(self.registry, repo, anchor, pushed)
+        if outcome.parts:
+            outcome.digest = self.push_platforms(engine, image, outcome, anchor)
+        else:
+            self.reporter.step(image.id, f"pushing {reference}:{anchor}")
+            pushed = engine.push(outcome.local_id, reference, anchor)
+            outcome.digest = _verified(self.registry, repo, anchor, pushed)
         outcome.advance(Status.REPLACED if item.replace else Status.PUSHED)
         self.add_aliases(item, outcome, holdings, skip=(anchor,))
         outcome.seconds += time.monotonic() - started
@@ -228,6 +253,29 @@ class Publication:
                 if old is not None and old != outcome.digest:
                     self.note(image, f"replaced {tag}: {old} -> {outcome.digest}")
         self.reporter.step(image.id, f"in the registry as {', '.join(image.immutable_tags)}")
+
+    def push_platforms(self, engine: Engine, image: Image, outcome: Outcome, anchor: str) -> str:
+        """Push each platform image under its staging tag, then write the index of all of
+        them under ``anchor``: the release tag exists only once every platform is in."""
+        assert self.registry is not None and self.options.destination is not None
+        repo = self.options.destination.path(image.repository)
+        reference = self.options.destination.reference(image.repository)
+        children = []
+        for platform in image.platforms:
+            stage = staging_tag(anchor, platform)
+            self.reporter.step(image.id, f"pushing {platform} as {reference}:{stage}")
+            pushed = engine.push(outcome.parts[platform], reference, stage)
+            children.append((platform, _verified(self.registry, repo, stage, pushed)))
+        self.reporter.step(image.id, f"writing the index of {', '.join(image.platforms)}")
+        index = self.registry.put_index(repo, anchor, children)
+        digest = _verified(self.registry, repo, anchor, index)
+        listed = self.registry.platform_images(repo, anchor) or {}
+        if list(listed) != list(image.platforms):
+            raise RegistryError(
+                f"{repo}:{anchor} lists {', '.join(listed) or 'no platform'}, "
+                f"expected {', '.join(image.platforms)}"
+            )
+        return digest
 
     def add_aliases(
         self, item: Work, outcome: Outcome, holdings: Holdings, *, skip: tuple[str, ...]
@@ -282,13 +330,25 @@ class Publication:
         self.reporter.step(image.id, text)
 
 
-def _record(outcome: Outcome, built: Built) -> None:
-    outcome.seconds += built.seconds
-    if not built.ok:
-        outcome.advance(Status.FAILED, error=built.error)
+def _record(outcome: Outcome, builts: list[Built]) -> None:
+    """One image's results, one per platform: tested only when every platform passed."""
+    outcome.seconds += sum(built.seconds for built in builts)
+    errors = [built.error for built in builts if not built.ok]
+    if errors:
+        outcome.advance(Status.FAILED, error="; ".join(errors))
         return
-    outcome.local_id = built.local_id
-    outcome.size = built.size
+    first = builts[0]
+    outcome.local_id = first.local_id
+    outcome.size = first.size
+    if outcome.image.platforms != (DEFAULT_PLATFORM,):
+        outcome.parts = {built.platform: built.local_id for built in builts}
+        missing = set(outcome.image.platforms) - set(outcome.parts)
+        if missing:
+            # Never reached through groups_of; refused all the same, since an index
+            # written without a platform is exactly what must never happen.
+            outcome.advance(Status.FAILED, error=f"not built for {', '.join(sorted(missing))}")
+            return
+        outcome.local_id = outcome.parts[outcome.image.platforms[0]]
     outcome.advance(Status.TESTED)
 
 

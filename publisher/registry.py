@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -245,8 +247,10 @@ class RegistryClient:
             url = urljoin(response.url, next_link) if next_link else None
         return sorted(found)
 
-    def image_config(self, repo: str, ref: str, *, platform: str = "linux/amd64") -> dict[str, Any]:
-        """The image config JSON; ``platform`` chooses within an index or manifest list."""
+    def image_config(self, repo: str, ref: str, *, platform: str | None = None) -> dict[str, Any]:
+        """The image config JSON; ``platform`` chooses within an index or manifest list
+        (None: linux/amd64 when listed, else the first: the platform images of one planned
+        image carry the same version labels)."""
         manifest = self.manifest(repo, ref)
         document = json_object(manifest.raw, f"manifest {repo}:{ref}")
         if manifest.media_type in INDEX_MEDIA_TYPES or "manifests" in document:
@@ -268,6 +272,48 @@ class RegistryClient:
         if config_digest.startswith("sha256:") and sha256_digest(response.content) != config_digest:
             raise RegistryError(f"image config {config_digest} of {repo}:{ref} is corrupt")
         return json_object(response.content, f"image config of {repo}:{ref}")
+
+    def platform_images(self, repo: str, ref: str) -> dict[str, str] | None:
+        """platform ("linux/arm64") -> digest of each image an index lists, in its order;
+        None when ``ref`` names a single image manifest."""
+        manifest = self.manifest(repo, ref)
+        if manifest.media_type not in INDEX_MEDIA_TYPES:
+            return None
+        document = json_object(manifest.raw, f"manifest {repo}:{ref}")
+        return {
+            _platform_name(entry.get("platform") or {}): str(entry.get("digest"))
+            for entry in document.get("manifests") or []
+        }
+
+    def put_index(self, repo: str, tag: str, images: Sequence[tuple[str, str]]) -> str:
+        """PUT an OCI image index of ``images`` ((platform, manifest digest), in order, each
+        already in ``repo``) under ``tag``; return its digest.
+
+        Each descriptor carries the media type and size of the manifest as the registry
+        holds it (read back here), so a client verifying the index finds exact matches.
+        """
+        entries = []
+        for platform, digest in images:
+            child = self.manifest(repo, digest)
+            if child.media_type not in IMAGE_MEDIA_TYPES:
+                raise RegistryError(
+                    f"{repo}@{digest} is a {child.media_type or 'untyped'} manifest, "
+                    f"not an image for {platform}"
+                )
+            entries.append(
+                {
+                    "mediaType": child.media_type,
+                    "digest": child.digest,
+                    "size": len(child.raw),
+                    "platform": _platform_document(platform),
+                }
+            )
+        raw = json.dumps(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, indent=2
+        ).encode()
+        index = Manifest(digest=sha256_digest(raw), media_type=OCI_INDEX, raw=raw)
+        self._by_digest[(repo, index.digest)] = index
+        return self.put_manifest(repo, tag, index)
 
     def labels(self, repo: str, ref: str) -> dict[str, str]:
         config = self.image_config(repo, ref).get("config") or {}
@@ -324,14 +370,35 @@ def _push(repo: str) -> str:
     return f"repository:{repo}:pull,push"
 
 
-def _select_platform(index: dict[str, Any], platform: str, what: str) -> str:
+def _platform_document(platform: str) -> dict[str, str]:
+    os_name, _, rest = platform.partition("/")
+    architecture, _, variant = rest.partition("/")
+    found = {"architecture": architecture, "os": os_name}
+    if variant:
+        found["variant"] = variant
+    return found
+
+
+def _platform_name(entry: dict[str, Any]) -> str:
+    return "/".join(
+        str(part)
+        for part in (entry.get("os"), entry.get("architecture"), entry.get("variant"))
+        if part
+    )
+
+
+def _select_platform(index: dict[str, Any], platform: str | None, what: str) -> str:
+    entries = index.get("manifests") or []
+    if platform is None:
+        listed = [_platform_name(entry.get("platform") or {}) for entry in entries]
+        platform = "linux/amd64" if "linux/amd64" in listed or not listed else listed[0]
     os_name, _, rest = platform.partition("/")
     architecture, _, variant = rest.partition("/")
     available = []
-    for entry in index.get("manifests") or []:
+    for entry in entries:
         entry_platform = entry.get("platform") or {}
         found = (entry_platform.get("os"), entry_platform.get("architecture"))
-        available.append("/".join(filter(None, (*found, entry_platform.get("variant")))))
+        available.append(_platform_name(entry_platform))
         # A request without a variant accepts any ("linux/arm64" matches arm64/v8).
         if found == (os_name, architecture) and variant in ("", entry_platform.get("variant")):
             return str(entry["digest"])

@@ -78,6 +78,7 @@ report = {
         "comm": read("/proc/1/comm").strip(),
     },
     "python": platform.python_version(),
+    "machine": platform.machine(),
     "prefect": prefect_version(),
     "extras": {},
 }
@@ -96,6 +97,7 @@ _VERSION_LINE = re.compile(r"^\s*Version:\s*(\S+)", re.MULTILINE)
 class SmokeResult:
     prefect_version: str
     python_version: str
+    machine: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +112,7 @@ class Report:
 
     pid1: str  # the program name of PID 1
     python_version: str
+    machine: str  # platform.machine(): the architecture the image's code runs as
     prefect_exit_code: int
     prefect_output: str
     extras: Mapping[str, Extra]
@@ -124,6 +127,7 @@ def check(
     prefect_version: str | None,
     extras_present: Sequence[str],
     extras_absent: Sequence[str],
+    machine: str | None = None,
 ) -> SmokeResult:
     """Raise BuildError naming the first check that fails.
 
@@ -139,6 +143,7 @@ def check(
         prefect_version=prefect_version,
         extras_present=extras_present,
         extras_absent=extras_absent,
+        machine=machine,
     )
 
 
@@ -153,6 +158,7 @@ def parse_report(code: int, output: str) -> Report:
         return Report(
             pid1=os.path.basename(cmdline[0]) if cmdline else str(comm),
             python_version=str(document["python"]),
+            machine=str(document.get("machine", "")),
             prefect_exit_code=int(document["prefect"]["code"]),
             prefect_output=str(document["prefect"]["output"]),
             extras={
@@ -174,8 +180,12 @@ def verify(
     prefect_version: str | None,
     extras_present: Sequence[str],
     extras_absent: Sequence[str],
+    machine: str | None = None,
 ) -> SmokeResult:
-    """Raise BuildError naming the first check the report fails."""
+    """Raise BuildError naming the first check the report fails.
+
+    ``machine`` is the ``platform.machine()`` the image must report (None: any).
+    """
     if not report.pid1.startswith("tini"):
         raise BuildError(
             f"PID 1 is {report.pid1 or 'unknown'!r}, not tini: the entrypoint does not start "
@@ -188,6 +198,10 @@ def verify(
     actual = report.python_version
     if not (actual == python or actual.startswith(python + ".")):
         raise BuildError(f"`python` in the image is Python {actual}, expected Python {python}")
+    if machine is not None and report.machine != machine:
+        raise BuildError(
+            f"the image runs as {report.machine or 'an unknown machine'}, expected {machine}"
+        )
 
     if (extras_present or extras_absent) and report.extras_error is not None:
         raise BuildError(f"extras check failed to run: {report.extras_error}")
@@ -204,7 +218,7 @@ def verify(
             raise BuildError(
                 f"a core image must not carry extra {extra!r}, but has {', '.join(present)}"
             )
-    return SmokeResult(prefect_version=reported, python_version=actual)
+    return SmokeResult(prefect_version=reported, python_version=actual, machine=report.machine)
 
 
 def _prefect_version(report: Report) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,7 @@ from publisher.build import Built, Group
 from publisher.errors import RegistryError
 from publisher.plan import Image
 
-WRITES = ("put", "copy_tag")
+WRITES = ("put", "copy_tag", "put_index")
 
 
 def digest_of(text: str) -> str:
@@ -31,7 +31,9 @@ def digest_of(text: str) -> str:
 
 @dataclass(frozen=True)
 class Call:
-    method: str  # "digest" (a HEAD), "labels" (GETs), "put" (a push), "copy_tag"
+    # "digest" (a HEAD), "labels" (GETs), "platform_images" (a GET), "put" (a push),
+    # "copy_tag", "put_index"
+    method: str
     repo: str
     ref: str  # the tag or digest asked about, or the tag written
 
@@ -41,6 +43,7 @@ class FakeRegistry:
 
     def __init__(self, *, fail_after_writes: int | None = None) -> None:
         self.manifests: dict[str, dict[str, str]] = {}  # digest -> labels
+        self.indexes: dict[str, dict[str, str]] = {}  # index digest -> platform -> digest
         self.tags: dict[tuple[str, str], str] = {}  # (repo, tag) -> digest
         self.calls: list[Call] = []
         self.fail_after_writes = fail_after_writes
@@ -68,6 +71,27 @@ class FakeRegistry:
         if found is None:
             raise RegistryError(f"{repo}@{source_ref} not found")
         self._write()
+        self.tags[(repo, tag)] = found
+        return found
+
+    def platform_images(self, repo: str, ref: str) -> dict[str, str] | None:
+        self._log("platform_images", repo, ref)
+        found = self._resolve(repo, ref)
+        if found is None:
+            raise RegistryError(f"{repo}:{ref} not found")
+        listed = self.indexes.get(found)
+        return dict(listed) if listed is not None else None
+
+    def put_index(self, repo: str, tag: str, images: Sequence[tuple[str, str]]) -> str:
+        self._log("put_index", repo, tag)
+        for platform, digest in images:
+            if digest not in self.manifests or digest in self.indexes:
+                raise RegistryError(f"{repo}@{digest} ({platform}) is not an image manifest")
+        self._write()
+        found = digest_of("index " + " ".join(f"{p}={d}" for p, d in images))
+        # Labels as a RegistryClient reads them through an index: the first image's.
+        self.manifests[found] = dict(self.manifests[images[0][1]])
+        self.indexes[found] = dict(images)
         self.tags[(repo, tag)] = found
         return found
 
@@ -135,7 +159,8 @@ class FakeRegistry:
 class FakeDaemon:
     """The state behind every FakeEngine: what was built, tagged and pushed.
 
-    ``fail`` maps an image id to the error its build or smoke test reports. A "build" is
+    ``fail`` maps an image id (or "ID@PLATFORM" for one platform of it) to the error its
+    build or smoke test reports. A "build" is
     deterministic: the same image (and the same --replace) gives the same digest, whichever
     run builds it, so interrupted and uninterrupted runs can be compared.
     """
@@ -182,18 +207,24 @@ class FakeEngine:
         with daemon._lock:
             daemon.groups.append(group)
         results = []
+        platform = group.platform
         for image in group.images:
             with daemon._lock:
                 daemon.calls.append(("build", image.id))
-            if image.id in daemon.fail:
-                results.append(Built(image=image, error=daemon.fail[image.id]))
+            error = daemon.fail.get(image.id) or daemon.fail.get(f"{image.id}@{platform}")
+            if error:
+                results.append(Built(image=image, platform=platform, error=error))
                 continue
             content = f"{image.id} {image.prefect_version} replaces={group.replaces.get(image.id)}"
+            if group.pinned_base:
+                content += f" platform={platform} on={group.published_core}"
             local_id = digest_of("local " + content)
             with daemon._lock:
                 daemon.local[local_id] = image
                 daemon.content[local_id] = content
-            results.append(Built(image=image, local_id=local_id, size=1000, seconds=0.5))
+            results.append(
+                Built(image=image, platform=platform, local_id=local_id, size=1000, seconds=0.5)
+            )
         return results
 
     def tag(self, local_id: str, repository: str, tag: str) -> None:

@@ -801,3 +801,82 @@ def test_an_image_built_on_a_released_core_records_what_that_core_was_built_from
     assert (recorded.base, recorded.base_id) == (old.base, old.base_id)
     assert recorded.files[CORE_DOCKERFILE] == "1" * 64
     assert FULL_DOCKERFILE in recorded.files and recorded.extras == ("docker",)
+
+
+# -- platforms ---------------------------------------------------------------------------
+
+
+def test_a_platform_group_builds_on_the_base_pinned_for_its_platform(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    pinned: list[tuple[str, str]] = []
+
+    def pin(reference: str, platform: str) -> str:
+        pinned.append((reference, platform))
+        return f"python@{digest_of(reference + ' ' + platform)}"
+
+    both = ("linux/amd64", "linux/arm64")
+    images = tuple(
+        dataclasses.replace(i, platforms=both) for i in group_of(matrix, "3.9.1", "3.13").images
+    )
+    builder = make_builder(client, matrix, tmp_path)
+    builder.pin_base = pin
+    groups = [g for g in groups_of(images)]
+    assert [(g.platform, g.subject) for g in groups] == [
+        ("linux/amd64", "prefect 3.9.1 / Python 3.13 / linux/amd64"),
+        ("linux/arm64", "prefect 3.9.1 / Python 3.13 / linux/arm64"),
+    ]
+    results = [r for g in groups for r in builder.build(g)]
+
+    assert pinned == [("python:3.13-slim", p) for p in both]
+    assert [(r.image.id, r.platform, r.ok) for r in results] == [
+        ("core-3.9.1-py3.13", "linux/amd64", True),
+        ("full-3.9.1-py3.13", "linux/amd64", True),
+        ("core-3.9.1-py3.13", "linux/arm64", True),
+        ("full-3.9.1-py3.13", "linux/arm64", True),
+    ]
+    cores = daemon.built(CORE_DOCKERFILE)
+    assert [c["platform"] for c in daemon.builds] == ["linux/amd64"] * 2 + ["linux/arm64"] * 2
+    arm = f"python@{digest_of('python:3.13-slim linux/arm64')}"
+    assert cores[1]["buildargs"] == {"BASE_IMAGE": arm}
+    # The platform image's digest is the base's identity: each platform has its own
+    # fingerprint and local cache tag.
+    recorded = Inputs.from_label(cores[1]["labels"][labels.INPUTS])
+    assert recorded is not None and recorded.base_id == arm.split("@")[1]
+    assert cores[0]["tag"] != cores[1]["tag"]
+    assert daemon.resolutions[2]["base_image"] == arm
+    assert [s["machine"] for s in daemon.smokes] == ["x86_64"] * 2 + ["aarch64"] * 2
+
+
+def test_a_platform_failure_names_the_platform(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    def pin(reference: str, platform: str) -> str:
+        raise BuildError(f"base image {reference} has no {platform} image (it has: linux/amd64)")
+
+    images = tuple(
+        dataclasses.replace(i, platforms=("linux/arm64",))
+        for i in group_of(matrix, "3.9.1", "3.13").images
+    )
+    builder = make_builder(client, matrix, tmp_path)
+    builder.pin_base = pin
+    (group,) = groups_of(images)
+    results = builder.build(group)
+    assert {r.error for r in results} == {
+        "linux/arm64: base image python:3.13-slim has no linux/arm64 image (it has: linux/amd64)"
+    }
+    assert daemon.builds == []
+
+
+def test_a_default_platform_group_builds_as_before(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    def pin(reference: str, platform: str) -> str:
+        raise AssertionError("a single default platform is never pinned")
+
+    builder = make_builder(client, matrix, tmp_path)
+    builder.pin_base = pin
+    results = builder.build(group_of(matrix, "3.9.1", "3.13"))
+    assert all(r.ok and r.platform == "linux/amd64" for r in results)
+    assert {b["platform"] for b in daemon.builds} == {None}
+    assert {s["machine"] for s in daemon.smokes} == {None}

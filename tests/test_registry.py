@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from registry_server import free_port, run_registry
 from tiny_image import push_image, push_manifest, sha256
 
@@ -518,3 +519,49 @@ def test_copying_one_image_to_several_tags_reads_its_manifest_once(
     # HEAD target, GET manifest, PUT; then HEAD and PUT only: the manifest is known by digest.
     assert counts == [3, 2, 2]
     assert all(client.digest("prefect/prefect", t) == pushed for t in ("1.0", "latest"))
+
+
+@needs_registry
+def test_put_index_lists_each_platform_with_exact_descriptors(
+    registry: str, client: RegistryClient
+) -> None:
+    amd = push_image(registry, "prefect/prefect", "_stage-amd64", architecture="amd64")
+    arm = push_image(registry, "prefect/prefect", "_stage-arm64", architecture="arm64", oci=True)
+
+    index = client.put_index(
+        "prefect/prefect", "1.0", [("linux/amd64", amd), ("linux/arm64/v8", arm)]
+    )
+
+    assert client.digest("prefect/prefect", "1.0") == index
+    stored = client.manifest("prefect/prefect", "1.0")
+    assert stored.media_type == OCI_INDEX
+    document = json.loads(
+        requests.get(
+            f"http://{registry}/v2/prefect/prefect/manifests/1.0",
+            headers={"Accept": OCI_INDEX},
+            timeout=10,
+        ).content
+    )
+    assert document["mediaType"] == OCI_INDEX
+    assert [(m["mediaType"], m["digest"], m["platform"]) for m in document["manifests"]] == [
+        (DOCKER_MANIFEST, amd, {"architecture": "amd64", "os": "linux"}),
+        (OCI_MANIFEST, arm, {"architecture": "arm64", "os": "linux", "variant": "v8"}),
+    ]
+    for entry in document["manifests"]:
+        assert entry["size"] == len(client.manifest("prefect/prefect", entry["digest"]).raw)
+    assert client.platform_images("prefect/prefect", "1.0") == {
+        "linux/amd64": amd,
+        "linux/arm64/v8": arm,
+    }
+    assert client.platform_images("prefect/prefect", "_stage-amd64") is None
+
+
+@needs_registry
+def test_put_index_refuses_an_index_as_a_platform_image(
+    registry: str, client: RegistryClient
+) -> None:
+    amd = push_image(registry, "prefect/prefect", "a", architecture="amd64")
+    index = client.put_index("prefect/prefect", "1.0", [("linux/amd64", amd)])
+    with pytest.raises(RegistryError, match="not an image for linux/arm64"):
+        client.put_index("prefect/prefect", "2.0", [("linux/arm64", index)])
+    assert client.digest("prefect/prefect", "2.0") is None

@@ -22,6 +22,7 @@ def report_document(**changes: Any) -> dict[str, Any]:
     document: dict[str, Any] = {
         "pid1": {"cmdline": ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"], "comm": "tini"},
         "python": "3.13.5",
+        "machine": "x86_64",
         "prefect": {"code": 0, "output": PREFECT_3_OUTPUT},
         "extras": {
             "docker": {"packages": ["docker"], "installed": ["docker"]},
@@ -76,7 +77,9 @@ def check(**overrides: Any) -> smoke.SmokeResult:
 def test_one_container_through_the_entrypoint_checks_everything(fake_run: Any) -> None:
     fake = fake_run(output=container_output(report_document(), noise="+pip install x\n"))
 
-    assert check() == smoke.SmokeResult(prefect_version="3.9.1", python_version="3.13.5")
+    assert check() == smoke.SmokeResult(
+        prefect_version="3.9.1", python_version="3.13.5", machine="x86_64"
+    )
 
     assert len(fake.calls) == 1
     image, command, options = fake.calls[0]
@@ -121,6 +124,9 @@ def test_nightly_accepts_any_version_and_bare_0x_output_is_read(fake_run: Any) -
         ({}, {"python": "3.11"}, "`python` in the image is Python 3.13.5, expected Python 3.11"),
         ({"python": "3.1.4"}, {"python": "3.1"}, None),
         ({}, {"python": "3.1"}, "is Python 3.13.5, expected Python 3.1$"),
+        ({}, {"machine": "aarch64"}, "the image runs as x86_64, expected aarch64"),
+        ({}, {"machine": "x86_64"}, None),
+        ({"machine": ""}, {"machine": "x86_64"}, "runs as an unknown machine, expected x86_64"),
         (
             {"extras_error": "PackageNotFoundError: prefect"},
             {},
