@@ -24,6 +24,7 @@ from .errors import BuildError, DockerUnavailable, PublisherError
 from .matrix import Matrix, load
 from .outcome import Outcome
 from .plan import Plan, plan
+from .platforms import DEFAULT_PLATFORM
 from .progress import Reporter
 from .publish import Options, Result, describe, publish
 from .recipe import Sources
@@ -180,23 +181,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"images": [s.to_json() for s in found]}, indent=2))
         return 0
     rows = [
-        (
+        [
             s.image.id,
             s.state,
             s.version or "-",
             s.digest.removeprefix("sha256:")[:12] if s.digest else "-",
             "; ".join(s.causes),
-        )
+        ]
         for s in found
     ]
-    print(
-        tabulate(
-            rows,
-            headers=("Image", "State", "Prefect", "Digest", "What changed"),
-            disable_numparse=True,
-            maxcolwidths=[None, None, None, None, 70],
-        )
-    )
+    headers = ["Image", "State", "Prefect", "Digest", "What changed"]
+    widths: list[int | None] = [None, None, None, None, 70]
+    if any(s.image.platforms != (DEFAULT_PLATFORM,) or s.platforms for s in found):
+        # Only where platforms are in play: the default matrix's view stays as it was.
+        for row, s in zip(rows, found, strict=True):
+            row.insert(4, ", ".join(s.platforms) or ("single image" if s.digest else "-"))
+        headers.insert(4, "Platforms")
+        widths.insert(4, 30)
+    print(tabulate(rows, headers=headers, disable_numparse=True, maxcolwidths=widths))
     counts = {state: sum(s.state == state for s in found) for state in _STATES}
     print("\n" + ", ".join(f"{n} {state}" for state, n in counts.items()))
     return 0

@@ -218,6 +218,14 @@ class Publication:
                 for tag in outcome.image.tags:
                     engine.tag(outcome.local_id, self.matrix.image, tag.name)
                 outcome.advance(Status.BUILT)
+                if len(outcome.parts) > 1:
+                    # A local tag holds one image; the index exists only in a registry.
+                    first = outcome.image.platforms[0]
+                    self.note(
+                        outcome.image,
+                        f"tagged its {first} image locally; all {len(outcome.parts)} "
+                        "platforms were built and tested (--registry publishes the index)",
+                    )
 
     def push_immutable(
         self, work: list[Work], outcomes: dict[str, Outcome], holdings: Holdings
@@ -409,12 +417,18 @@ def describe(the_plan: Plan, options: Options, reporter: Reporter) -> None:
     where = str(options.destination) if options.destination else "the local daemon only"
     for group in groups_of(the_plan.images):
         base = options.build.base_for(group.images[0])
+        if group.pinned_base:
+            base += f" (its {group.platform} image)"
         reporter.step(group.subject, f"would resolve and build core FROM {base}")
         for image in group.images:
             kind = "the core image" if not image.extras else f"core + [{', '.join(image.extras)}]"
             rolling = ", ".join(image.rolling_tags) or "no rolling tag"
+            if group.pinned_base and group.platform != image.platforms[-1]:
+                continue  # said once per image, with its last platform
+            push = ", ".join(image.immutable_tags) or "-"
+            if group.pinned_base:
+                push = f"an index of {', '.join(image.platforms)} as {push}"
             reporter.step(
                 image.id,
-                f"would build {kind}, smoke-test, push {', '.join(image.immutable_tags) or '-'} "
-                f"to {where}, then move {rolling}",
+                f"would build {kind}, smoke-test, push {push} to {where}, then move {rolling}",
             )

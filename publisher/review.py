@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import changes, labels
+from . import bases, changes, labels
 from .changes import Action, Holdings, Work
 from .inputs import Inputs
 from .inputs import changes as input_changes
 from .plan import Image, Plan
+from .platforms import DEFAULT_PLATFORM
 from .publish import Options, Registry, survey, version_of
 from .recipe import Sources, recipe_for
 
@@ -31,6 +32,8 @@ class ImageStatus:
     digest: str | None = None
     version: str | None = None
     causes: tuple[str, ...] = ()
+    # what the registry holds: the platforms its index lists, () for a single image
+    platforms: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +41,8 @@ class ImageStatus:
             "state": self.state,
             "digest": self.digest,
             "version": self.version,
+            "platforms": list(self.platforms),
+            "planned_platforms": list(self.image.platforms),
             "changes": list(self.causes),
         }
 
@@ -49,6 +54,8 @@ class Today:
     sources: Sources
     base_for: Callable[[Image], str]
     base_identity: BaseIdentity
+    # (base, platform) -> "NAME@DIGEST" of the base's image for that platform (bases.pin)
+    pin_base: Callable[[str, str], str] = bases.pin
 
 
 def status(registry: Registry, repo: str, the_plan: Plan, today: Today) -> list[ImageStatus]:
@@ -62,21 +69,60 @@ def _status_of(
     digest = changes.published_digest(image, holdings)
     if digest is None:
         return ImageStatus(image=image, state="missing")
+    held = registry.platform_images(repo, digest)
     found = registry.labels(repo, digest)
-    recorded = Inputs.from_label(found.get(labels.INPUTS))
-    base = today.base_for(image)
-    now = recipe_for(image, base=base, base_id=today.base_identity(base), sources=today.sources)
-    if recorded is None:
-        causes: list[str] = ["its build inputs are not recorded in its labels"]
+    if image.platforms == (DEFAULT_PLATFORM,) and held is None:
+        base = today.base_for(image)
+        causes = _changes(found, image, base, today.base_identity(base), today)
     else:
-        causes = input_changes(recorded, now.inputs)
+        causes = _platform_changes(registry, repo, image, digest, held, today)
     return ImageStatus(
         image=image,
         state="stale" if causes else "published",
         digest=digest,
         version=found.get(labels.VERSION),
         causes=tuple(causes),
+        platforms=tuple(held or ()),
     )
+
+
+def _changes(
+    found: dict[str, str], image: Image, base: str, base_id: str, today: Today
+) -> list[str]:
+    recorded = Inputs.from_label(found.get(labels.INPUTS))
+    if recorded is None:
+        return ["its build inputs are not recorded in its labels"]
+    now = recipe_for(image, base=base, base_id=base_id, sources=today.sources)
+    return input_changes(recorded, now.inputs)
+
+
+def _platform_changes(
+    registry: Registry,
+    repo: str,
+    image: Image,
+    digest: str,
+    held: dict[str, str] | None,
+    today: Today,
+) -> list[str]:
+    """Each planned platform's image against today's inputs for that platform."""
+    if held is None:
+        return [
+            f"published for one platform, planned for {', '.join(image.platforms)} "
+            "(--replace rebuilds it as an index)"
+        ]
+    causes = []
+    if list(held) != list(image.platforms):
+        causes.append(f"platforms {', '.join(held)} -> {', '.join(image.platforms)}")
+    for platform in image.platforms:
+        if platform not in held:
+            continue
+        found = registry.labels(repo, held[platform])
+        pinned = today.pin_base(today.base_for(image), platform)
+        base_id = pinned.rsplit("@", 1)[1]
+        causes += [
+            f"{platform}: {cause}" for cause in _changes(found, image, pinned, base_id, today)
+        ]
+    return causes
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,16 +5,20 @@ release unless every platform of every image passed."""
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Callable
 
 import pytest
 from fakes import FakeDaemon, FakeRegistry
-from test_publish import REPO, by_id, matrix_of, output, run
+from test_publish import REPO, ROOT, by_id, matrix_of, output, run
 
+from publisher import publish
+from publisher.build import Settings
 from publisher.errors import RegistryError
 from publisher.matrix import Matrix
 from publisher.outcome import Status
 from publisher.plan import Plan, plan
+from publisher.progress import Reporter
 from publisher.staging import is_staging, staging_tag
 
 __all__ = ["matrix_of"]  # the fixture, shared with test_publish
@@ -188,3 +192,34 @@ def test_a_run_stopped_after_any_write_is_completed_by_the_next(
     outcomes, _, _ = run(matrix_of(), registry, the_plan)
     assert not any(o.failed for o in outcomes)
     assert release_tags(registry) == expected
+
+
+def test_without_a_registry_the_first_platform_is_tagged_locally(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    the_plan = on(plan(matrix_of()).select(["core-3.9.1-*"]))
+    outcomes, publication, daemon = run(matrix_of(), None, the_plan, destination=None)
+
+    (outcome,) = outcomes
+    assert outcome.status is Status.BUILT
+    assert set(outcome.parts) == set(BOTH)
+    assert daemon.local_tags["prefecthq/prefect:core-3.9.1"] == outcome.parts["linux/amd64"]
+    assert publication.notes == [
+        "tagged its linux/amd64 image locally; all 2 platforms were built and tested "
+        "(--registry publishes the index)"
+    ]
+
+
+def test_describe_names_each_platforms_base_and_the_index(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    stream = io.StringIO()
+    publish.describe(
+        on(plan(matrix_of()).select(["core-3.9.1-*"])),
+        publish.Options(build=Settings(dockerfiles=ROOT / "dockerfiles")),
+        Reporter(stream=stream),
+    )
+    text = stream.getvalue()
+    assert "FROM python:3.13-slim (its linux/arm64 image)" in text
+    assert "push an index of linux/amd64, linux/arm64 as core-3.9.1" in text
+    assert text.count("would build the core image") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from collections.abc import Callable
@@ -133,6 +134,8 @@ def test_an_image_without_readable_inputs_is_stale(matrix: Matrix, label: str | 
         "state": "stale",
         "digest": digest_of(image.id),
         "version": "0.14.9",
+        "platforms": [],
+        "planned_platforms": ["linux/amd64"],
         "changes": ["its build inputs are not recorded in its labels"],
     }
 
@@ -300,3 +303,81 @@ def test_release_diff_marks_stale_kept_images_only_when_it_can_identify_the_base
     blind = {r.tag: r for r in review.release_diff(registry, REPO, the_plan, options, None)}
     assert blind["0.14.10-python3.8"].action is Action.KEEP
     assert blind["0.14.9-python3.7"].action is Action.REPLACE
+
+
+# -- status of multi-platform images -------------------------------------------------------
+
+BOTH = ("linux/amd64", "linux/arm64")
+
+
+def pinned(base: str, platform: str, generation: int = 1) -> str:
+    return f"{base.split(':')[0]}@{digest_of(f'{base} {platform} {generation}')}"
+
+
+def seed_index(
+    registry: FakeRegistry, image: Image, platforms: tuple[str, ...], generation: int = 1
+) -> str:
+    children = []
+    for platform in platforms:
+        base = pinned(image.base_image, platform, generation)
+        inputs = recipe_for(
+            image, base=base, base_id=base.split("@")[1], sources=SOURCES
+        ).inputs.to_label()
+        found = {labels.VERSION: image.prefect_version, labels.INPUTS: inputs}
+        children.append(
+            (platform, registry.seed(REPO, [], found, f"{image.id} {platform} {generation}"))
+        )
+    digest = registry.put_index(REPO, image.immutable_tags[0], children)
+    for tag in image.immutable_tags:
+        registry.tags[(REPO, tag)] = digest
+    return digest
+
+
+def today_pinned(generation: int = 1) -> review.Today:
+    return dataclasses.replace(
+        today(), pin_base=lambda base, platform: pinned(base, platform, generation)
+    )
+
+
+def on_both(image: Image) -> Image:
+    return dataclasses.replace(image, platforms=BOTH)
+
+
+def test_an_index_of_every_platform_from_todays_inputs_is_published(matrix: Matrix) -> None:
+    registry = FakeRegistry()
+    image = on_both(plan(matrix).select(["full-0.14.9-py3.7"]).images[0])
+    digest = seed_index(registry, image, BOTH)
+
+    (status,) = review.status(registry, REPO, Plan(images=(image,)), today_pinned())
+
+    assert (status.state, status.digest, status.causes) == ("published", digest, ())
+    assert status.platforms == BOTH
+    assert status.to_json()["platforms"] == list(BOTH)
+
+
+def test_a_platform_whose_base_changed_is_named(matrix: Matrix) -> None:
+    registry = FakeRegistry()
+    image = on_both(plan(matrix).select(["full-0.14.9-py3.7"]).images[0])
+    seed_index(registry, image, BOTH)
+
+    (status,) = review.status(registry, REPO, Plan(images=(image,)), today_pinned(2))
+
+    assert status.state == "stale"
+    assert [c.split(":")[0] for c in status.causes] == list(BOTH)
+    assert all("base image" in c and "changed" in c for c in status.causes)
+
+
+def test_missing_platforms_and_single_platform_releases_are_stale(matrix: Matrix) -> None:
+    registry = FakeRegistry()
+    first, second = (on_both(i) for i in plan(matrix).select(["full-0.14.9-py3.*"]).images[:2])
+    seed_index(registry, first, ("linux/amd64",))
+    seed(registry, second, **{labels.INPUTS: inputs_label(second)})
+
+    found = by_id(review.status(registry, REPO, Plan(images=(first, second)), today_pinned()))
+
+    assert found[first.id].causes == ("platforms linux/amd64 -> linux/amd64, linux/arm64",)
+    assert found[second.id].causes == (
+        "published for one platform, planned for linux/amd64, linux/arm64 "
+        "(--replace rebuilds it as an index)",
+    )
+    assert found[second.id].platforms == ()
