@@ -144,6 +144,7 @@ class TagChange:
             "now_version": self.now_version,
             "after": self.after,
             "after_version": self.image.prefect_version,
+            "platforms": list(self.image.platforms),
             "detail": self.detail,
         }
 
@@ -211,15 +212,20 @@ def release_diff(
 def diff_table_rows(rows: list[TagChange]) -> list[tuple[str, str, str, str]]:
     """(tag, image, action, now -> after) for the table view."""
 
-    def side(digest: str | None, version: str | None, new: bool = False) -> str:
+    def side(digest: str | None, version: str | None, new: bool = False, platforms: int = 0) -> str:
+        if digest is None and new:
+            what = f"new index of {platforms} platforms" if platforms > 1 else "new image"
+            return what + (f" ({version})" if version else "")
         if digest is None:
-            return "new image" + (f" ({version})" if version else "") if new else "-"
+            return "-"
         return digest.removeprefix("sha256:")[:12] + (f" ({version})" if version else "")
 
     table = []
     for row in rows:
         now = side(row.now, row.now_version)
-        after = side(row.after, row.image.prefect_version, new=True)
+        after = side(
+            row.after, row.image.prefect_version, new=True, platforms=len(row.image.platforms)
+        )
         if row.action in (Action.KEEP, Action.KEEP_NEWER, Action.KEEP_OTHER):
             change = now
         elif row.action is Action.STALE_KEPT:

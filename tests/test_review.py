@@ -237,6 +237,7 @@ def test_diff_shows_a_new_release_moving_latest(
         "now_version": "0.14.10",
         "after": None,
         "after_version": "0.15.0",
+        "platforms": ["linux/amd64"],
         "detail": "",
     }
 
