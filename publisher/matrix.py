@@ -13,14 +13,19 @@ from enum import Enum
 from pathlib import Path
 from typing import Literal
 
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from .platforms import DEFAULT_PLATFORMS, normalise
 from .versions import parse_version
 from .yamlnodes import Node, compose
 
 PYTHON_RE = re.compile(r"^3\.\d{1,2}$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
 EXTRA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# PEP 508's project name, the form canonicalize_name (PEP 503) is defined on.
+PACKAGE_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+DEFAULT_PACKAGE = "prefect"
 # Docker's reference grammar for a tag.
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
@@ -71,13 +76,19 @@ class TagRule:
 
 @dataclass(frozen=True, kw_only=True)
 class Variant:
-    """An image flavour: which extras are installed and on which Pythons."""
+    """An image flavour: which package and extras are installed, on which Pythons."""
 
     name: str
     description: str
     pythons: tuple[str, ...]
     default_python: str
     extras: tuple[str, ...]
+    # The PyPI distribution installed, in its PEP 503 form ("prefect-client").
+    package: str = DEFAULT_PACKAGE
+    # What the variant itself says; None takes the matrix's (Matrix.base_image_of and
+    # Matrix.platforms_of resolve them), so a variant records the file, not a copy of it.
+    base_image: str | None = None
+    platforms: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +110,8 @@ class Matrix:
     variants: tuple[Variant, ...]
     tags: tuple[TagRule, ...]
     nightly: NightlySource | None
+    # Normalised (publisher.platforms), in the order the file lists them.
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -109,6 +122,14 @@ class Matrix:
     def rules_for(self, variant: Variant) -> tuple[TagRule, ...]:
         return tuple(rule for rule in self.tags if variant.name in rule.variants)
 
+    def base_image_of(self, variant: Variant) -> str:
+        """The variant's base image template, else the matrix's."""
+        return variant.base_image if variant.base_image is not None else self.base_image
+
+    def platforms_of(self, variant: Variant) -> tuple[str, ...]:
+        """The variant's platforms, else the matrix's."""
+        return variant.platforms if variant.platforms is not None else self.platforms
+
 
 def load(path: Path | str) -> Matrix:
     """Parse and validate a matrix file."""
@@ -116,16 +137,13 @@ def load(path: Path | str) -> Matrix:
     root = compose(path)
     top = root.mapping(
         required={"image", "base_image", "versions", "variants", "tags"},
-        optional={"source", "nightly", "dockerfiles"},
+        optional={"source", "nightly", "dockerfiles", "platforms"},
     )
     image = top["image"].string()
     if not REPOSITORY_RE.match(image):
         raise top["image"].error(f"{image!r} is not a valid image repository name")
-    base_image = _template(top["base_image"], allowed={"python"})
-    if "{python}" not in base_image:
-        raise top["base_image"].error(
-            f"{base_image!r} must contain {{python}}, or every Python would get the same base"
-        )
+    base_image = _base_image(top["base_image"])
+    platforms = _platforms(top["platforms"]) if "platforms" in top else DEFAULT_PLATFORMS
     source_url = top["source"].string() if "source" in top else ""
     # Relative to the matrix file, so the matrix builds the same from any working directory.
     dockerfiles = path.parent / (
@@ -145,7 +163,43 @@ def load(path: Path | str) -> Matrix:
         variants=variants,
         tags=rules,
         nightly=nightly,
+        platforms=platforms,
     )
+
+
+def _base_image(node: Node) -> str:
+    base_image = _template(node, allowed={"python"})
+    if "{python}" not in base_image:
+        raise node.error(
+            f"{base_image!r} must contain {{python}}, or every Python would get the same base"
+        )
+    return base_image
+
+
+def _platforms(node: Node) -> tuple[str, ...]:
+    """Normalised, in the order written: the order of the image index's manifests."""
+    items = node.sequence()
+    if not items:
+        raise node.error(f"lists no platform; list at least one, e.g. {DEFAULT_PLATFORMS[0]!r}")
+    seen: dict[str, str] = {}
+    for item in items:
+        text = item.string()
+        try:
+            platform = normalise(text)
+        except ValueError as exc:
+            raise item.error(str(exc)) from None
+        if platform in seen:
+            same = "" if seen[platform] == text else f" (as {seen[platform]!r}, the same platform)"
+            raise item.error(f"{text!r} is listed twice{same}")
+        seen[platform] = text
+    return tuple(seen)
+
+
+def _package(node: Node) -> str:
+    text = node.string()
+    if not PACKAGE_RE.match(text):
+        raise node.error(f"{text!r} is not a valid PyPI project name (e.g. 'prefect-client')")
+    return str(canonicalize_name(text))
 
 
 def _versions(node: Node) -> tuple[Version, ...]:
@@ -180,7 +234,15 @@ def _variants(node: Node) -> tuple[Variant, ...]:
         if not NAME_RE.match(name):
             raise child.error(f"variant name {name!r} must be lowercase letters and digits")
         fields = child.mapping(
-            required={"pythons"}, optional={"default_python", "extras", "description"}
+            required={"pythons"},
+            optional={
+                "default_python",
+                "extras",
+                "description",
+                "package",
+                "base_image",
+                "platforms",
+            },
         )
         pythons = [_python(p) for p in fields["pythons"].sequence()]
         if not pythons:
@@ -211,6 +273,9 @@ def _variants(node: Node) -> tuple[Variant, ...]:
                 pythons=tuple(pythons),
                 default_python=default,
                 extras=tuple(extras),
+                package=_package(fields["package"]) if "package" in fields else DEFAULT_PACKAGE,
+                base_image=_base_image(fields["base_image"]) if "base_image" in fields else None,
+                platforms=_platforms(fields["platforms"]) if "platforms" in fields else None,
             )
         )
     if not out:

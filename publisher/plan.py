@@ -15,7 +15,8 @@ from typing import Any
 from packaging.version import Version
 
 from .errors import MatrixError, SelectionError
-from .matrix import TAG_RE, Matrix, Release, TagRule, Variant
+from .matrix import DEFAULT_PACKAGE, TAG_RE, Matrix, Release, TagRule, Variant
+from .platforms import DEFAULT_PLATFORMS
 from .staging import PREFIX as STAGING_PREFIX
 from .staging import is_staging
 from .versions import is_stable, version_fields
@@ -57,7 +58,10 @@ class Image:
     extras: tuple[str, ...]
     tags: tuple[Tag, ...]
     nightly: bool = False
-    platforms: tuple[str, ...] = ("linux/amd64",)
+    # One image index per tag, with a manifest for each, in this (the matrix's) order.
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
+    # The PyPI distribution installed (PEP 503 form): "prefect", "prefect-client".
+    package: str = DEFAULT_PACKAGE
 
     @property
     def immutable_tags(self) -> tuple[str, ...]:
@@ -80,6 +84,8 @@ class Image:
             "immutable_tags": list(self.immutable_tags),
             "rolling_tags": list(self.rolling_tags),
             "nightly": self.nightly,
+            "platforms": list(self.platforms),
+            "package": self.package,
         }
 
 
@@ -210,10 +216,12 @@ def _image(
         variant=variant.name,
         prefect_version=version,
         python_version=python,
-        base_image=matrix.base_image.format(python=python),
+        base_image=matrix.base_image_of(variant).format(python=python),
         extras=variant.extras,
         tags=tuple(tags),
         nightly=nightly,
+        platforms=matrix.platforms_of(variant),
+        package=variant.package,
     )
 
 

@@ -217,6 +217,51 @@ def test_one_bare_string_is_a_list_of_one(make_matrix: Callable[..., Path]) -> N
     assert matrix.tags[0].variants == ("full",)
 
 
+def test_platforms_package_and_base_default(make_matrix: Callable[..., Path]) -> None:
+    matrix = load(make_matrix())
+    assert matrix.platforms == ("linux/amd64",)
+    variant = matrix.variant("full")
+    assert (variant.package, variant.base_image, variant.platforms) == ("prefect", None, None)
+    assert matrix.platforms_of(variant) == ("linux/amd64",)
+    assert matrix.base_image_of(variant) == "python:{python}-slim"
+
+
+def test_platforms_keep_file_order_normalised(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(platforms=["linux/arm64/v8", "linux/amd64", "linux/arm"])
+    matrix = load(path)
+    assert matrix.platforms == ("linux/arm64", "linux/amd64", "linux/arm/v7")
+    assert matrix.platforms_of(matrix.variant("full")) == matrix.platforms
+
+
+def test_variant_overrides_platforms_base_image_and_package(
+    make_matrix: Callable[..., Path],
+) -> None:
+    path = make_matrix(
+        platforms=["linux/amd64", "linux/arm64"],
+        variants={
+            "full": FULL,
+            "client": {
+                "pythons": ["3.12"],
+                "package": "Prefect_Client",
+                "base_image": "mirror.example/python:{python}-bookworm",
+                "platforms": ["linux/arm64"],
+            },
+        },
+        tags=[EVERY_PYTHON, {"tag": "{version}-python{python}-client", "variant": "client"}],
+    )
+    matrix = load(path)
+    client = matrix.variant("client")
+    assert client.package == "prefect-client"  # PEP 503 form
+    assert client.base_image == "mirror.example/python:{python}-bookworm"
+    assert client.platforms == ("linux/arm64",)
+    assert matrix.platforms_of(client) == ("linux/arm64",)
+    assert matrix.base_image_of(client) == "mirror.example/python:{python}-bookworm"
+    full = matrix.variant("full")
+    assert matrix.platforms_of(full) == ("linux/amd64", "linux/arm64")
+    assert matrix.base_image_of(full) == "python:{python}-slim"
+    assert full.package == "prefect"
+
+
 def test_matrix_error_is_a_publisher_error_with_exit_code_2() -> None:
     assert issubclass(MatrixError, PublisherError)
     assert MatrixError.exit_code == 2
@@ -572,6 +617,121 @@ def test_base_image_without_python(make_matrix: Callable[..., Path]) -> None:
 def test_base_image_with_unknown_placeholder(make_matrix: Callable[..., Path]) -> None:
     path = make_matrix(base_image="python:{python}-{version}")
     matrix_error(path, "base_image: ", "unknown placeholder {version}")
+
+
+def test_variant_base_image_without_python(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(variants={"full": {**FULL, "base_image": "python:3.12-slim"}})
+    matrix_error(path, "variants.full.base_image: ", "'python:3.12-slim'", "{python}")
+
+
+def test_variant_base_image_with_unknown_placeholder(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(variants={"full": {**FULL, "base_image": "python:{pyton}-slim"}})
+    matrix_error(path, "variants.full.base_image: ", "unknown placeholder {pyton}")
+
+
+# --- platforms -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("platform", "fragment"),
+    [
+        ("amd64", "os/architecture[/variant]"),
+        ("linux/AMD64", "lowercase"),
+        ("windows/amd64", "unknown os 'windows'"),
+        ("linux/aarch64", "unknown architecture 'aarch64'"),
+        ("linux/arm/v5", "unknown variant 'v5' of arm"),
+    ],
+)
+def test_bad_platform(make_matrix: Callable[..., Path], platform: str, fragment: str) -> None:
+    path = make_matrix(platforms=["linux/amd64", platform])
+    matrix_error(path, "platforms[1]: ", repr(platform), fragment)
+
+
+def test_bad_variant_platform(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(variants={"full": {**FULL, "platforms": ["linux/arm64", "linux/mips"]}})
+    matrix_error(path, "variants.full.platforms[1]: ", "'linux/mips'", "unknown architecture")
+
+
+@pytest.mark.parametrize(
+    ("platforms", "fragment"),
+    [
+        (["linux/amd64", "linux/arm64", "linux/amd64"], "'linux/amd64' is listed twice"),
+        (
+            ["linux/arm64", "linux/arm64/v8"],
+            "'linux/arm64/v8' is listed twice (as 'linux/arm64', the same platform)",
+        ),
+        (["linux/arm", "linux/arm/v7"], "'linux/arm/v7' is listed twice (as 'linux/arm'"),
+    ],
+)
+def test_platform_listed_twice(
+    make_matrix: Callable[..., Path], platforms: list[str], fragment: str
+) -> None:
+    matrix_error(make_matrix(platforms=platforms), f"platforms[{len(platforms) - 1}]: ", fragment)
+
+
+def test_no_platform(make_matrix: Callable[..., Path]) -> None:
+    matrix_error(make_matrix(platforms=[]), "platforms: ", "lists no platform")
+
+
+def test_variant_with_no_platform(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(variants={"full": {**FULL, "platforms": []}})
+    matrix_error(path, "variants.full.platforms: ", "lists no platform")
+
+
+def test_platforms_as_a_string(make_matrix: Callable[..., Path]) -> None:
+    matrix_error(make_matrix(platforms="linux/amd64"), "platforms: ", "must be a list")
+
+
+def test_platform_as_a_number(write_yaml: Callable[..., Path]) -> None:
+    path = write_yaml(
+        """\
+        image: prefecthq/prefect
+        base_image: "python:{python}-slim"
+        platforms: [linux/amd64, 386]
+        versions: ["0.14.10"]
+        variants: {full: {pythons: ["3.7"]}}
+        tags: [{tag: "{version}", variant: full}]
+        """
+    )
+    matrix_error(path, ":3: platforms[1]: ", 'quote it as "386"')
+
+
+def test_misspelt_platforms_key(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(platform=["linux/amd64"])
+    matrix_error(path, "platform: ", "unknown key 'platform'", "did you mean 'platforms'?")
+
+
+def test_misspelt_variant_platforms_key(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(variants={"full": {**FULL, "platfroms": ["linux/arm64"]}})
+    matrix_error(path, "variants.full.platfroms: ", "did you mean 'platforms'?")
+
+
+# --- package ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("package", "canonical"),
+    [("prefect-client", "prefect-client"), ("Prefect_Client", "prefect-client"), ("a", "a")],
+)
+def test_package_is_canonicalised(
+    make_matrix: Callable[..., Path], package: str, canonical: str
+) -> None:
+    path = make_matrix(variants={"full": {**FULL, "package": package}})
+    assert load(path).variant("full").package == canonical
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["prefect client", "-prefect", "prefect-", "prefect[aws]", "prefect==3.2.1", "préfect"],
+)
+def test_bad_package(make_matrix: Callable[..., Path], package: str) -> None:
+    path = make_matrix(variants={"full": {**FULL, "package": package}})
+    matrix_error(path, "variants.full.package: ", repr(package), "not a valid PyPI project name")
+
+
+def test_misspelt_package_key(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(variants={"full": {**FULL, "packages": "prefect-client"}})
+    matrix_error(path, "variants.full.packages: ", "did you mean 'package'?")
 
 
 # --- tag rules -------------------------------------------------------------------------------

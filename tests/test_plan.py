@@ -257,6 +257,8 @@ def test_plan_json(shipped_plan: Plan) -> None:
         "immutable_tags": [HIGHEST, f"{HIGHEST}-python3.7"],
         "rolling_tags": ["latest", "latest-python3.7"],
         "nightly": False,
+        "platforms": ["linux/amd64"],
+        "package": "prefect",
     }
 
 
