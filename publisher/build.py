@@ -1,11 +1,13 @@
-"""Building one group of images: the cells that share a Prefect version and a Python.
+"""Building one group of images: the cells that share a Prefect version, a Python, a
+base image and a package.
 
-A group has one core image (prefect on the base image) and builds each variant with
-extras FROM it, so they share its layers. The core is either built here or, when the
-registry already holds it and nothing in the group replaces it, the published one
-(pulled): a new variant of a released version then shares the released layers. Packages
-are resolved by the parent image's own pip, outside the build (see wheels.py); every
-image is smoke-tested. A Builder returns what happened; it never pushes.
+A group has one core image (the package, e.g. prefect, on the base image) and builds each
+variant with extras FROM it, so they share its layers. Variants with another base image
+or package cannot share that core, so they are groups of their own. The core is either
+built here or, when the registry already holds it and nothing in the group replaces it,
+the published one (pulled): a new variant of a released version then shares the released
+layers. Packages are resolved by the parent image's own pip, outside the build (see
+wheels.py); every image is smoke-tested. A Builder returns what happened; it never pushes.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import docker
-from packaging.utils import parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from . import bases, docker_client, labels, smoke, wheels
 from .errors import PublisherError
@@ -62,6 +65,12 @@ class Settings:
 
 @dataclass(frozen=True, kw_only=True)
 class Group:
+    """Images that share one core: same version, Python, base image and package, built
+    for one platform.
+
+    The base image and package are read from the images (all alike, see groups_of).
+    """
+
     version: str
     python: str
     images: tuple[Image, ...]
@@ -70,11 +79,24 @@ class Group:
     published_core: str | None = None
     # image id -> the digest a --replace build takes the tags from.
     replaces: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Tells this group's progress lines apart from another group's of the same package,
+    # version and Python (one on another base image); set by groups_of only then.
+    label: str = ""
+
+    @property
+    def package(self) -> str:
+        return self.images[0].package
+
+    @property
+    def base_image(self) -> str:
+        return self.images[0].base_image
 
     @property
     def subject(self) -> str:
-        where = f" / {self.platform}" if self.pinned_base else ""
-        return f"prefect {self.version} / Python {self.python}{where}"
+        subject = f"{self.package} {self.version} / Python {self.python}"
+        if self.label:
+            subject += f" ({self.label})"
+        return f"{subject} / {self.platform}" if self.pinned_base else subject
 
     @property
     def pinned_base(self) -> bool:
@@ -101,15 +123,30 @@ class Built:
 
 
 def groups_of(images: Iterable[Image]) -> list[Group]:
-    """One group per version, Python and platform: each platform builds its own core."""
-    found: dict[tuple[str, str, str], list[Image]] = {}
+    """Group in plan order. A core is shared only by images that install alike (version,
+    Python, base image, package), and each platform builds its own core."""
+    found: dict[tuple[str, str, str, str, str], list[Image]] = {}
     for image in images:
         for platform in image.platforms:
-            key = (image.prefect_version, image.python_version, platform)
+            key = (
+                image.prefect_version,
+                image.python_version,
+                image.base_image,
+                image.package,
+                platform,
+            )
             found.setdefault(key, []).append(image)
+    # Two groups that differ only in their base image would print the same subject.
+    subjects = Counter((v, p, package, platform) for v, p, _, package, platform in found)
     return [
-        Group(version=v, python=p, platform=platform, images=tuple(i))
-        for (v, p, platform), i in found.items()
+        Group(
+            version=v,
+            python=p,
+            platform=platform,
+            images=tuple(i),
+            label=base if subjects[v, p, package, platform] > 1 else "",
+        )
+        for (v, p, base, package, platform), i in found.items()
     ]
 
 
@@ -293,12 +330,17 @@ class Builder:
         self.reporter.step(subject, f"built in {time.monotonic() - started:.1f}s")
 
     def _core_context(self, group: Group, core: Recipe, work: Path) -> tuple[Path, dict[str, str]]:
-        found = self._resolve(group.subject, group.version, core.inputs.base, (), work / "wheels")
+        found = self._resolve(
+            group.subject, group.package, group.version, core.inputs.base, (), work / "wheels"
+        )
         context = work / "context"
-        _wheel_dir(context / "prefect", [w for w in found if _name(w) == "prefect"])
-        _wheel_dir(context / "deps", [w for w in found if _name(w) != "prefect"])
+        # The package's own wheel gets its own layer (the "prefect" folder of the build
+        # context, whatever the package), its dependencies another.
+        package = canonicalize_name(group.package)
+        _wheel_dir(context / "prefect", [w for w in found if _name(w) == package])
+        _wheel_dir(context / "deps", [w for w in found if _name(w) != package])
         self._copy_sources(context, core.dockerfile, "entrypoint.sh")
-        revision = self.settings.revision or wheels.revision_of(found)
+        revision = self.settings.revision or wheels.revision_of(found, group.package)
         return context, self._labels(group.images[0], of_packages(found), revision)
 
     def _extras_context(
@@ -306,7 +348,12 @@ class Builder:
     ) -> tuple[Path, dict[str, str]]:
         # Resolved by the parent's own pip: exactly what the extras add to that image.
         found = self._resolve(
-            image.id, image.prefect_version, parent.ref, image.extras, work / "wheels"
+            image.id,
+            image.package,
+            image.prefect_version,
+            parent.ref,
+            image.extras,
+            work / "wheels",
         )
         context = work / "context"
         _wheel_dir(context / "extras", found)
@@ -314,9 +361,15 @@ class Builder:
         return context, self._labels(image, of_packages(found, parent=parent.id), None)
 
     def _resolve(
-        self, subject: str, version: str, image_ref: str, extras: tuple[str, ...], dest: Path
+        self,
+        subject: str,
+        package: str,
+        version: str,
+        image_ref: str,
+        extras: tuple[str, ...],
+        dest: Path,
     ) -> list[Path]:
-        name = f"prefect[{','.join(extras)}]" if extras else "prefect"
+        name = f"{package}[{','.join(extras)}]" if extras else package
         nightly = self.settings.nightly
         if nightly is not None:
             # A nightly names its wheel file: the index may hold a release of the same version.
@@ -329,8 +382,8 @@ class Builder:
             wheels.PipRequest(
                 requirements=(requirement,),
                 local_wheel=nightly.wheel if nightly else None,
-                # prefect is the parent's already; a URL requirement would fetch it again.
-                exclude=("prefect",) if extras else (),
+                # The package is the parent's already; a URL requirement would fetch it again.
+                exclude=(package,) if extras else (),
             ),
             base_image=image_ref,
             dest=dest,
@@ -361,10 +414,15 @@ class Builder:
         return found
 
     def _extras_elsewhere(self, image: Image) -> tuple[str, ...]:
-        """Extras other variants install, which an image without extras must not carry."""
+        """Extras other variants of the same package install, which an image without
+        extras must not carry (another package's extras mean nothing for this one)."""
         if image.extras:
             return ()
-        return tuple(sorted({e for v in self.matrix.variants for e in v.extras}))
+        return tuple(
+            sorted(
+                {e for v in self.matrix.variants if v.package == image.package for e in v.extras}
+            )
+        )
 
 
 def _wheel_dir(folder: Path, files: list[Path]) -> None:

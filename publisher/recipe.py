@@ -121,7 +121,9 @@ def _pick(sources: Sources, *names: str) -> dict[str, bytes]:
 
 def _stable_args(image: Image, revision: str | None) -> dict[str, str]:
     # What gets installed is decided by the version, not by a build argument.
-    args = {"PREFECT": f"prefect=={image.prefect_version}"}
+    # The package is part of it: a prefect-client core must never be taken for the prefect
+    # core of the same version and base (their cache refs would be the same).
+    args = {"PREFECT": f"{image.package}=={image.prefect_version}"}
     if revision is not None:
         # A nightly's source is its commit: a new commit must change the fingerprint.
         args["SOURCE_REVISION"] = revision

@@ -163,10 +163,12 @@ class Daemon:
         if kw["exclude"]:
             return [tiny_wheel(dest, "docker", "7.1.0", {"docker/__init__.py": ""})]
         version = requirement.split("==")[-1] if "==" in requirement else "3.10.0.dev1"
+        # The wheel of the project asked for ("prefect", "prefect-client"), as pip names it.
+        project = requirement.split("==")[0].split(" @")[0].split("[")[0]
         info = {"prefect/_build_info.py": f'BUILD_COMMIT = "{SHA}"\n'}
         return [
             tiny_wheel(dest, "anyio", "4.0.0", {"anyio/__init__.py": ""}),
-            tiny_wheel(dest, "prefect", version, info),
+            tiny_wheel(dest, project.replace("-", "_"), version, info),
         ]
 
     def check(self, client: FakeClient, image: str, **kw: Any) -> smoke.SmokeResult:
@@ -247,7 +249,101 @@ def test_groups_of_pairs_version_and_python_in_plan_order(matrix: Matrix) -> Non
     assert groups[0].published_core is None and groups[0].replaces == {}
 
 
+def test_groups_of_splits_by_base_image_and_package(tmp_path: Path) -> None:
+    path = tmp_path / "matrix.yaml"
+    variants = {
+        **MATRIX["variants"],
+        "client": {"pythons": ["3.13"], "package": "prefect-client"},
+        "conda": {"pythons": ["3.13"], "base_image": "mirror.example/conda:py{python}"},
+    }
+    tags = [
+        *MATRIX["tags"],
+        {"tag": "{version}-python{python}-client", "variant": "client"},
+        {"tag": "{version}-python{python}-conda", "variant": "conda"},
+    ]
+    path.write_text(yaml.safe_dump({**MATRIX, "variants": variants, "tags": tags}, sort_keys=False))
+    groups = [g for g in groups_of(plan(load(path)).images) if g.version == "3.9.1"]
+    assert [(g.python, g.package, g.base_image, [i.id for i in g.images]) for g in groups] == [
+        ("3.13", "prefect", "python:3.13-slim", ["core-3.9.1-py3.13", "full-3.9.1-py3.13"]),
+        ("3.11", "prefect", "python:3.11-slim", ["full-3.9.1-py3.11"]),
+        ("3.13", "prefect-client", "python:3.13-slim", ["client-3.9.1-py3.13"]),
+        ("3.13", "prefect", "mirror.example/conda:py3.13", ["conda-3.9.1-py3.13"]),
+    ]
+    # Every group's progress lines can be told apart; the base is named only where needed.
+    assert [g.subject for g in groups] == [
+        "prefect 3.9.1 / Python 3.13 (python:3.13-slim)",
+        "prefect 3.9.1 / Python 3.11",
+        "prefect-client 3.9.1 / Python 3.13",
+        "prefect 3.9.1 / Python 3.13 (mirror.example/conda:py3.13)",
+    ]
+
+
 # -- building a group --------------------------------------------------------------------
+
+
+def test_a_group_of_another_package_installs_that_package(
+    client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    path = tmp_path / "matrix.yaml"
+    variants = {
+        **MATRIX["variants"],
+        "client": {"pythons": ["3.13"], "package": "prefect-client"},
+        "clientotel": {"pythons": ["3.13"], "package": "prefect-client", "extras": ["otel"]},
+    }
+    tags = [
+        *MATRIX["tags"],
+        {"tag": "{version}-python{python}-client", "variant": "client"},
+        {"tag": "{version}-python{python}-client-otel", "variant": "clientotel"},
+    ]
+    path.write_text(yaml.safe_dump({**MATRIX, "variants": variants, "tags": tags}, sort_keys=False))
+    matrix = load(path)
+    groups = {(g.version, g.python, g.package): g for g in groups_of(plan(matrix).images)}
+    make_builder(client, matrix, tmp_path).build(groups["3.9.1", "3.13", "prefect"])
+    prefect_core = daemon.built(CORE_DOCKERFILE)[0]
+    daemon.builds.clear()
+    daemon.resolutions.clear()
+    daemon.smokes.clear()
+
+    results = make_builder(client, matrix, tmp_path).build(
+        groups["3.9.1", "3.13", "prefect-client"]
+    )
+
+    assert [(r.image.id, r.ok) for r in results] == [
+        ("client-3.9.1-py3.13", True),
+        ("clientotel-3.9.1-py3.13", True),
+    ]
+    core_res, extras_res = daemon.resolutions
+    assert core_res["requirements"] == ("prefect-client==3.9.1",)
+    assert extras_res["requirements"] == ("prefect-client[otel]==3.9.1",)
+    assert extras_res["exclude"] == ("prefect-client",)
+    (core,) = daemon.built(CORE_DOCKERFILE)
+    # The package's wheel in its own layer, as prefect's is; not taken for a dependency.
+    assert core["files"]["prefect/requirements.txt"] == b"prefect-client==3.9.1\n"
+    assert core["files"]["deps/requirements.txt"] == b"anyio==4.0.0\n"
+    assert core["labels"][labels.REVISION] == SHA  # read from prefect-client's wheel
+    # Same version, Python and base as the prefect core, but another image.
+    assert core["tag"] != prefect_core["tag"]
+    assert core["labels"][labels.FINGERPRINT] != prefect_core["labels"][labels.FINGERPRINT]
+    # prefect's extras (docker) mean nothing to prefect-client; its own (otel) are checked.
+    smoke_core, smoke_otel = daemon.smokes
+    assert (smoke_core["extras_present"], smoke_core["extras_absent"]) == ((), ("otel",))
+    assert (smoke_otel["extras_present"], smoke_otel["extras_absent"]) == (("otel",), ())
+
+
+def test_a_variant_base_image_is_what_its_core_is_built_from(
+    client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    path = tmp_path / "matrix.yaml"
+    variants = {"conda": {"pythons": ["3.13"], "base_image": "mirror.example/conda:py{python}"}}
+    tags = [{"tag": "{version}-python{python}-conda", "variant": "conda"}]
+    path.write_text(yaml.safe_dump({**MATRIX, "variants": variants, "tags": tags}, sort_keys=False))
+    matrix = load(path)
+    (group, _) = groups_of(plan(matrix).images)
+    (result,) = make_builder(client, matrix, tmp_path).build(group)
+    assert result.ok
+    (core,) = daemon.built(CORE_DOCKERFILE)
+    assert core["buildargs"] == {"BASE_IMAGE": "mirror.example/conda:py3.13"}
+    assert daemon.resolutions[0]["base_image"] == "mirror.example/conda:py3.13"
 
 
 def test_a_group_builds_core_then_extras_from_it(
