@@ -339,6 +339,13 @@ def _rules(node: Node, variants: tuple[Variant, ...], *, has_nightly: bool) -> t
             name = vnode.string()
             if name not in by_name:
                 raise vnode.error(f"{name!r} is not a variant (variants: {', '.join(by_name)})")
+            if release is Release.NIGHTLY and by_name[name].package != DEFAULT_PACKAGE:
+                # The nightly builds prefect's own wheel from the source; installing it as
+                # another package would fail at build time, after the ref was fetched.
+                raise vnode.error(
+                    f"variant {name!r} installs {by_name[name].package!r}; a nightly tag "
+                    f"builds {DEFAULT_PACKAGE!r} from source, so it needs a variant of that"
+                )
             variant_names.append(name)
 
         python: PythonSelector = "all"

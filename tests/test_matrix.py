@@ -729,6 +729,15 @@ def test_bad_package(make_matrix: Callable[..., Path], package: str) -> None:
     matrix_error(path, "variants.full.package: ", repr(package), "not a valid PyPI project name")
 
 
+def test_nightly_tag_on_a_variant_of_another_package(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(
+        nightly=NIGHTLY,
+        variants={"full": {**FULL, "package": "prefect-client"}},
+        tags=[EVERY_PYTHON, MASTER],
+    )
+    matrix_error(path, "tags[1].variant: ", "'prefect-client'", "nightly tag builds 'prefect'")
+
+
 def test_misspelt_package_key(make_matrix: Callable[..., Path]) -> None:
     path = make_matrix(variants={"full": {**FULL, "packages": "prefect-client"}})
     matrix_error(path, "variants.full.packages: ", "did you mean 'package'?")
