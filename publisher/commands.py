@@ -24,7 +24,7 @@ from .errors import BuildError, DockerUnavailable, PublisherError
 from .matrix import Matrix, load
 from .outcome import Outcome
 from .plan import Plan, plan
-from .platforms import DEFAULT_PLATFORM
+from .platforms import DEFAULT_PLATFORM, DEFAULT_PLATFORMS
 from .progress import Reporter
 from .publish import Options, Result, describe, publish
 from .recipe import Sources
@@ -44,24 +44,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(the_plan.to_json(), indent=2))
         return 0
+    headers = ["Image", "Prefect", "Python", "Base image", "Immutable tags", "Rolling tags"]
     rows = [
-        (
+        [
             i.id,
             i.prefect_version,
             i.python_version,
             i.base_image,
             ", ".join(i.immutable_tags),
             ", ".join(i.rolling_tags),
-        )
+        ]
         for i in the_plan.images
     ]
-    print(
-        tabulate(
-            rows,
-            headers=("Image", "Prefect", "Python", "Base image", "Immutable tags", "Rolling tags"),
-            disable_numparse=True,
-        )
-    )
+    # Only a matrix that names platforms gets the column; the default table stays as it was.
+    if any(i.platforms != DEFAULT_PLATFORMS for i in the_plan.images):
+        headers.append("Platforms")
+        for row, image in zip(rows, the_plan.images, strict=True):
+            row.append(", ".join(image.platforms))
+    print(tabulate(rows, headers=headers, disable_numparse=True))
     print(f"\n{len(the_plan.images)} images, {sum(len(i.tags) for i in the_plan.images)} tags")
     return 0
 

@@ -17,12 +17,16 @@ from tabulate import tabulate
 from .errors import PublisherError, SelectionError
 from .matrix import Matrix, Release, TagRule
 from .plan import plan
+from .platforms import DEFAULT_PLATFORM
 from .versions import parse_version
 
 BEGIN = "<!-- BEGIN tag-table: generated from matrix.yaml by `publisher docs --write` -->"
 END = "<!-- END tag-table -->"
 HEADERS = ("Tag", "Prefect Version", "Python Version")
 ALIGN = ("left", "center", "right")
+# A fourth column, only when some image is not built for the default platform alone: a
+# matrix that names no platform keeps the table it always had.
+PLATFORMS_HEADER = "Platforms"
 GENERIC_FIELDS = {"version": "X.Y.Z", "major": "X", "minor": "Y", "micro": "Z"}
 NIGHTLY_FIELDS = {"date": "YYYYMMDD", "sha": "SHA"}
 
@@ -38,6 +42,7 @@ class Row:
     tag: str
     prefect: str
     python: str
+    platforms: str = DEFAULT_PLATFORM  # "linux/amd64, linux/arm64", in the matrix's order
 
 
 def generic_rows(matrix: Matrix) -> list[Row]:
@@ -48,13 +53,15 @@ def generic_rows(matrix: Matrix) -> list[Row]:
         if not rule.in_docs:
             continue
         for name in rule.variants:
-            pythons = rule.pythons_for(matrix.variant(name))
+            variant = matrix.variant(name)
+            pythons = rule.pythons_for(variant)
             for python in sorted(pythons, key=_python_key, reverse=True):
                 fields = {**GENERIC_FIELDS, **NIGHTLY_FIELDS, "python": python}
                 row = Row(
                     tag=rule.template.format(**fields),
                     prefect=_prefect_text(rule, matrix),
                     python=python,
+                    platforms=", ".join(matrix.platforms_of(variant)),
                 )
                 if row not in rows:
                     rows.append(row)
@@ -79,17 +86,28 @@ def release_rows(matrix: Matrix, version_text: str) -> list[Row]:
     ]
     cells.sort(key=lambda cell: (cell[0], tuple(-n for n in cell[1])))
     return [
-        Row(tag=name, prefect=image.prefect_version, python=image.python_version)
+        Row(
+            tag=name,
+            prefect=image.prefect_version,
+            python=image.python_version,
+            platforms=", ".join(image.platforms),
+        )
         for _, _, name, image in cells
     ]
 
 
 def render(rows: list[Row]) -> str:
+    cells: list[tuple[str, ...]] = [(r.tag, r.prefect, r.python) for r in rows]
+    headers: tuple[str, ...] = HEADERS
+    align: tuple[str, ...] = ALIGN
+    if any(r.platforms != DEFAULT_PLATFORM for r in rows):
+        cells = [(r.tag, r.prefect, r.python, r.platforms) for r in rows]
+        headers, align = (*HEADERS, PLATFORMS_HEADER), (*ALIGN, "left")
     return tabulate(
-        [(r.tag, r.prefect, r.python) for r in rows],
-        headers=HEADERS,
+        cells,
+        headers=headers,
         tablefmt="pipe",  # "github" drops the alignment colons
-        colalign=ALIGN,
+        colalign=align,
         disable_numparse=True,  # "3.10" must not become 3.1
     )
 

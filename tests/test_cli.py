@@ -111,6 +111,37 @@ def test_plan_table_keeps_python_3_10(
     assert row.split()[:4] == ["full-3.2.1-py3.10", "3.2.1", "3.10", "python:3.10-slim"]
 
 
+def test_plan_table_shows_platforms_only_when_named(
+    run: Callable[..., tuple[int, str, str]],
+    shipped_matrix_path: Path,
+    prefect3_matrix_path: Path,
+) -> None:
+    code, out, _ = run("plan", "--matrix", shipped_matrix_path)
+    assert code == 0
+    assert "Platforms" not in out.splitlines()[0]
+    assert "linux/amd64" not in out
+
+    code, out, _ = run("plan", "--matrix", prefect3_matrix_path, "--select", "client-3.2.1-py3.10")
+    assert code == 0
+    header, _, row, *_ = out.splitlines()
+    assert header.split()[-1] == "Platforms"
+    assert row.startswith("client-3.2.1-py3.10 ")
+    assert row.endswith("linux/amd64, linux/arm64")
+
+
+def test_plan_json_platforms_and_package(
+    run: Callable[..., tuple[int, str, str]], prefect3_matrix_path: Path
+) -> None:
+    code, out, _ = run("plan", "--format", "json", "--matrix", prefect3_matrix_path)
+    assert code == 0
+    by_id = {image["id"]: image for image in json.loads(out)["images"]}
+    client = by_id["client-3.2.1-py3.12"]
+    assert client["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert client["package"] == "prefect-client"
+    assert by_id["kubernetes-3.2.1-py3.12"]["package"] == "prefect"
+    assert by_id["kubernetes-3.2.1-py3.12"]["extras"] == ["kubernetes"]
+
+
 def test_plan_nightly(run: Callable[..., tuple[int, str, str]], shipped_matrix_path: Path) -> None:
     code, out, _ = run("plan", "--nightly", "--matrix", shipped_matrix_path)
     assert code == 0

@@ -12,6 +12,7 @@ from publisher.docs import (
     BEGIN,
     END,
     HEADERS,
+    PLATFORMS_HEADER,
     Row,
     generic_rows,
     release_rows,
@@ -139,14 +140,73 @@ def test_generic_rows_keep_python_3_10_as_text(make_matrix: Callable[..., Path])
 
 
 def test_generic_rows_of_the_prefect3_example(prefect3_matrix_path: Path) -> None:
-    rows = [(r.tag, r.prefect, r.python) for r in generic_rows(load(prefect3_matrix_path))]
+    rows = generic_rows(load(prefect3_matrix_path))
     pythons = ["3.13", "3.12", "3.11", "3.10"]
-    assert rows == [
+    assert [(r.tag, r.prefect, r.python) for r in rows] == [
         ("X-latest", "most recent X release", "3.12"),
         *[(f"X-python{p}", "most recent X release", p) for p in pythons],
         *[(f"X.Y-python{p}", "most recent X.Y release", p) for p in pythons],
         *[(f"X.Y.Z-python{p}", "X.Y.Z", p) for p in pythons],
+        *[(f"X-python{p}-kubernetes", "most recent X release", p) for p in pythons],
+        *[(f"X.Y.Z-python{p}-kubernetes", "X.Y.Z", p) for p in pythons],
+        *[(f"X-python{p}-client", "most recent X release", p) for p in pythons],
+        *[(f"X.Y.Z-python{p}-client", "X.Y.Z", p) for p in pythons],
     ]
+    assert {r.platforms for r in rows} == {"linux/amd64, linux/arm64"}
+
+
+# --- the platforms column --------------------------------------------------------------------
+
+
+def test_default_platform_keeps_the_three_column_table(shipped: Matrix) -> None:
+    rows = generic_rows(shipped)
+    assert {r.platforms for r in rows} == {"linux/amd64"}
+    header, alignments, body = parse_table(render(rows))
+    assert header == list(HEADERS)
+    assert alignments == ["left", "center", "right"]
+    assert all(len(cells) == 3 for cells in body)
+    assert PLATFORMS_HEADER not in render(release_rows(shipped, "0.14.22"))
+
+
+def test_platforms_column_when_an_image_has_other_platforms(prefect3_matrix_path: Path) -> None:
+    header, alignments, body = parse_table(render(generic_rows(load(prefect3_matrix_path))))
+    assert header == [*HEADERS, "Platforms"]
+    assert alignments == ["left", "center", "right", "left"]
+    assert body[0] == ["X-latest", "most recent X release", "3.12", "linux/amd64, linux/arm64"]
+    assert {cells[3] for cells in body} == {"linux/amd64, linux/arm64"}
+
+
+def test_platforms_column_per_variant(make_matrix: Callable[..., Path]) -> None:
+    # One variant off the default is enough for the column; the others show theirs.
+    path = make_matrix(
+        versions=["3.2.1"],
+        variants={
+            "full": {"pythons": ["3.12"]},
+            "client": {"pythons": ["3.12"], "platforms": ["linux/arm64", "linux/amd64"]},
+        },
+        tags=[
+            {"tag": "{version}-python{python}", "variant": "full"},
+            {"tag": "{version}-python{python}-client", "variant": "client"},
+        ],
+    )
+    matrix = load(path)
+    _, _, body = parse_table(render(generic_rows(matrix)))
+    assert body == [
+        ["X.Y.Z-python3.12", "X.Y.Z", "3.12", "linux/amd64"],
+        ["X.Y.Z-python3.12-client", "X.Y.Z", "3.12", "linux/arm64, linux/amd64"],
+    ]
+    _, _, body = parse_table(render(release_rows(matrix, "3.2.1")))
+    assert body == [
+        ["3.2.1-python3.12", "3.2.1", "3.12", "linux/amd64"],
+        ["3.2.1-python3.12-client", "3.2.1", "3.12", "linux/arm64, linux/amd64"],
+    ]
+
+
+def test_one_non_default_platform_gets_the_column(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(platforms=["linux/arm64"])
+    header, _, body = parse_table(render(generic_rows(load(path))))
+    assert header[-1] == PLATFORMS_HEADER
+    assert {cells[3] for cells in body} == {"linux/arm64"}
 
 
 def test_in_docs_false_hides_a_rule(shipped: Matrix) -> None:
@@ -228,8 +288,11 @@ def test_release_rows_of_an_older_release(shipped: Matrix) -> None:
 def test_release_rows_of_a_candidate(prefect3_matrix_path: Path) -> None:
     rows = release_rows(load(prefect3_matrix_path), "3.3.0rc1")
     assert [r.tag for r in rows] == [
-        f"3.3.0rc1-python{p}" for p in ("3.13", "3.12", "3.11", "3.10")
+        f"3.3.0rc1-python{p}{flavour}"
+        for flavour in ("", "-kubernetes", "-client")
+        for p in ("3.13", "3.12", "3.11", "3.10")
     ]
+    assert {r.platforms for r in rows} == {"linux/amd64, linux/arm64"}
 
 
 @pytest.mark.parametrize("version", ["0.13.21", "0.14.23", "1.0"])

@@ -443,30 +443,128 @@ def prefect3_expected() -> dict[str, set[str]]:
     return expected
 
 
+def prefect3_flavour(the_plan: Plan, variant: str) -> Plan:
+    return Plan(images=tuple(i for i in the_plan.images if i.variant == variant))
+
+
 def test_prefect3_example_exact_tags(prefect3_matrix_path: Path) -> None:
     the_plan = plan(load(prefect3_matrix_path))
-    assert tag_map(the_plan) == prefect3_expected()
+    full = prefect3_flavour(the_plan, "full")
+    assert tag_map(full) == prefect3_expected()
     assert tag_map(the_plan)["full-3.2.1-py3.12"] == {
         "3.2.1-python3.12",
         "3.2-python3.12",
         "3-python3.12",
         "3-latest",
     }
-    assert len(the_plan.images) == 20
+    # Five versions on four Pythons, in three flavours.
+    assert Counter(i.variant for i in the_plan.images) == {
+        "full": 20,
+        "kubernetes": 20,
+        "client": 20,
+    }
 
 
 def test_prefect3_example_rolling_tags(prefect3_matrix_path: Path) -> None:
     the_plan = plan(load(prefect3_matrix_path))
+    suffix = {"full": "", "kubernetes": "-kubernetes", "client": "-client"}
     for image in the_plan.images:
         assert set(image.immutable_tags) == {
-            f"{image.prefect_version}-python{image.python_version}"
+            f"{image.prefect_version}-python{image.python_version}{suffix[image.variant]}"
         }
     for image in the_plan.images:
         if image.prefect_version in ("3.1.15", "3.2.0", "3.3.0rc1"):
             assert not [t for t in image.tags if t.name.startswith("3-")], image.id
     for python in PREFECT3_PYTHONS:
-        assert owner(the_plan, f"3-python{python}").prefect_version == "3.2.1"
-        assert owner(the_plan, f"2-python{python}").prefect_version == "2.20.27"
+        for variant, end in suffix.items():
+            assert owner(the_plan, f"3-python{python}{end}").prefect_version == "3.2.1"
+            assert owner(the_plan, f"3-python{python}{end}").variant == variant
+            assert owner(the_plan, f"2-python{python}{end}").prefect_version == "2.20.27"
+
+
+def test_prefect3_example_every_image_on_amd64_and_arm64(prefect3_matrix_path: Path) -> None:
+    the_plan = plan(load(prefect3_matrix_path))
+    assert the_plan.images
+    for image in the_plan.images:
+        assert image.platforms == ("linux/amd64", "linux/arm64"), image.id
+
+
+def test_prefect3_example_tags_are_unique(prefect3_matrix_path: Path) -> None:
+    tags = all_tags(plan(load(prefect3_matrix_path)))
+    assert len(tags) == 98
+    assert [tag for tag, n in Counter(tags).items() if n > 1] == []
+
+
+def test_prefect3_example_flavours(prefect3_matrix_path: Path) -> None:
+    the_plan = plan(load(prefect3_matrix_path))
+    by_variant: dict[str, list[Image]] = {}
+    for image in the_plan.images:
+        by_variant.setdefault(image.variant, []).append(image)
+    assert {(i.package, i.extras) for i in by_variant["client"]} == {("prefect-client", ())}
+    assert {(i.package, i.extras) for i in by_variant["kubernetes"]} == {
+        ("prefect", ("kubernetes",))
+    }
+    assert {(i.package, i.extras) for i in by_variant["full"]} == {("prefect", ())}
+    assert owner(the_plan, "3.2.1-python3.12-kubernetes").extras == ("kubernetes",)
+    assert owner(the_plan, "3.2.1-python3.12-client").package == "prefect-client"
+    assert {i.base_image for i in by_variant["client"]} == {
+        f"python:{p}-slim" for p in PREFECT3_PYTHONS
+    }
+
+
+# --- per-variant platforms, base image and package -------------------------------------------
+
+
+def test_variant_overrides_reach_the_images(make_matrix: Callable[..., Path]) -> None:
+    path = make_matrix(
+        versions=["3.2.1"],
+        platforms=["linux/arm64", "linux/amd64"],
+        variants={
+            "full": {"pythons": ["3.12"]},
+            "client": {
+                "pythons": ["3.12"],
+                "package": "prefect-client",
+                "base_image": "mirror.example/python:{python}-bookworm",
+                "platforms": ["linux/amd64", "linux/arm/v7"],
+            },
+        },
+        tags=[
+            {"tag": "{version}-python{python}", "variant": "full"},
+            {"tag": "{version}-python{python}-client", "variant": "client"},
+        ],
+    )
+    full, client = plan(load(path)).images
+    # The matrix's order, not a sorted one: it is the order of the index's manifests.
+    assert full.platforms == ("linux/arm64", "linux/amd64")
+    assert (full.package, full.base_image) == ("prefect", "python:3.12-slim")
+    assert client.platforms == ("linux/amd64", "linux/arm/v7")
+    assert client.package == "prefect-client"
+    assert client.base_image == "mirror.example/python:3.12-bookworm"
+    data = client.to_json()
+    assert (data["platforms"], data["package"]) == (
+        ["linux/amd64", "linux/arm/v7"],
+        "prefect-client",
+    )
+
+
+def test_images_default_to_one_platform_and_prefect(shipped_plan: Plan) -> None:
+    assert {(i.platforms, i.package) for i in shipped_plan.images} == {
+        (("linux/amd64",), "prefect")
+    }
+
+
+def test_image_fields_default_for_existing_constructors() -> None:
+    image = Image(
+        id="full-3.2.1-py3.12",
+        repository="prefecthq/prefect",
+        variant="full",
+        prefect_version="3.2.1",
+        python_version="3.12",
+        base_image="python:3.12-slim",
+        extras=(),
+        tags=(Tag(name="3.2.1-python3.12", rolling=False),),
+    )
+    assert (image.platforms, image.package) == (("linux/amd64",), "prefect")
 
 
 # --- plan-time errors ------------------------------------------------------------------------
