@@ -95,16 +95,21 @@ def version_of(registry: Registry, repo: str, digest: str) -> str | None:
     return registry.labels(repo, digest).get(labels.VERSION)
 
 
-def core_cells(matrix: Matrix, the_plan: Plan) -> dict[tuple[str, str], Image]:
-    """The planned core image (no extras) of each release version and Python, whether
-    selected or not: a group to build can be built on it when it is published."""
+CoreCell = tuple[str, str, str, str]
+
+
+def core_cell(image: Image) -> CoreCell:
+    """What images must share to share a core (as groups_of groups them): version, Python,
+    base image and package. A prefect-client image is no core for prefect[kubernetes]."""
+    return (image.prefect_version, image.python_version, image.base_image, image.package)
+
+
+def core_cells(matrix: Matrix, the_plan: Plan) -> dict[CoreCell, Image]:
+    """The planned core image (no extras) of each release cell, whether selected or not:
+    a group to build can be built on it when it is published."""
     if any(image.nightly for image in the_plan.images):
         return {}
-    return {
-        (image.prefect_version, image.python_version): image
-        for image in planning.plan(matrix).images
-        if not image.extras
-    }
+    return {core_cell(image): image for image in planning.plan(matrix).images if not image.extras}
 
 
 @dataclass
@@ -149,11 +154,11 @@ class Publication:
             self.move_rolling(outcomes[item.image.id], holdings)
         return ordered
 
-    def holdings(self, the_plan: Plan, cores: dict[tuple[str, str], Image]) -> Holdings:
+    def holdings(self, the_plan: Plan, cores: dict[CoreCell, Image]) -> Holdings:
         if self.registry is None or self.options.destination is None:
             return Holdings(digests={})
         repo = self.options.destination.path(self.matrix.image)
-        wanted = {(i.prefect_version, i.python_version) for i in the_plan.images}
+        wanted = {core_cell(i) for i in the_plan.images}
         extra = [t for key, core in cores.items() if key in wanted for t in core.immutable_tags]
         tags = [t.name for image in the_plan.images for t in image.tags] + extra
         started = time.monotonic()
@@ -167,7 +172,7 @@ class Publication:
         return found
 
     def groups(
-        self, work: list[Work], holdings: Holdings, cores: dict[tuple[str, str], Image]
+        self, work: list[Work], holdings: Holdings, cores: dict[CoreCell, Image]
     ) -> list[Group]:
         building = {item.image.id for item in work}
         groups = []
@@ -175,7 +180,7 @@ class Publication:
             replaces = {
                 i.image.id: i.published or "" for i in work if i.replace and i.image in group.images
             }
-            core = cores.get((group.version, group.python))
+            core = cores.get(core_cell(group.images[0]))
             published = None
             if core is not None and core.id not in building and not replaces:
                 published = published_digest(core, holdings)

@@ -351,6 +351,29 @@ def test_a_new_variant_builds_on_the_published_core(matrix_of: Callable[..., Mat
     assert {k: v for k, v in registry.state(REPO).items() if k.startswith("core")} == cores
 
 
+def test_a_new_variant_builds_only_on_a_core_of_its_own_package(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    # A prefect-client image of the same version and Python is no core for prefect[docker].
+    variants = {
+        **BASE["variants"],
+        "client": {"pythons": ["3.13"], "package": "prefect-client"},
+    }
+    tags = [*BASE["tags"], {"tag": "{version}-python{python}-client", "variant": "client"}]
+    matrix = matrix_of(variants=variants, tags=tags)
+    registry = FakeRegistry()
+    run(matrix, registry, plan(matrix).select(["core-*", "client-*"]))
+    cores = registry.state(REPO)
+
+    _, _, daemon = run(matrix, registry, plan(matrix).select(["full-*-py3.13"]))
+
+    published = {(g.version, g.python, g.package): g.published_core for g in daemon.groups}
+    assert published == {
+        ("3.9.0", "3.13", "prefect"): f"localhost:5000/ns/prefect@{cores['core-3.9.0']}",
+        ("3.9.1", "3.13", "prefect"): f"localhost:5000/ns/prefect@{cores['core-3.9.1']}",
+    }
+
+
 # -- no-downgrade ------------------------------------------------------------------------
 
 
