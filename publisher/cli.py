@@ -1,4 +1,4 @@
-"""Command-line interface: ``publisher plan|docs|build|publish|status|diff|nightly``.
+"""Command-line interface: ``publisher plan|docs|build|publish|promote|status|diff|nightly``.
 
 Parse the arguments, call one command (in :mod:`publisher.commands`), report. Each
 command is a short pipeline: load the matrix, plan, then hand the plan to one
@@ -21,6 +21,7 @@ from .commands import (
     cmd_docs,
     cmd_nightly,
     cmd_plan,
+    cmd_promote,
     cmd_publish,
     cmd_status,
 )
@@ -119,10 +120,30 @@ def build_parser() -> argparse.ArgumentParser:
     _build_options(pub)
     _registry_options(pub)
     _policy_options(pub)
+    _shard_options(pub)
     pub.add_argument(
         "--format", choices=("table", "json"), default="table", help="of the --dry-run table"
     )
     pub.set_defaults(func=cmd_publish)
+
+    pro = commands.add_parser(
+        "promote",
+        help="after shards on several machines: write the indexes, then move rolling tags",
+        description="Registry only, no Docker daemon. Check that every planned image is "
+        "published or has every planned platform staged by the shards (`publish "
+        "--platform P --no-rolling`); if any is missing, write nothing, list what is "
+        "missing (one line per image) and exit 7. Otherwise write each staged image's "
+        "index under its tags, read them back, and move the rolling tags (never to an "
+        "older release). Running it again changes nothing.",
+    )
+    _matrix_options(pro)
+    _registry_options(pro, required=True)
+    pro.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="let rolling tags move to an older release than the one they name now",
+    )
+    pro.set_defaults(func=cmd_promote)
 
     st = commands.add_parser(
         "status",
@@ -234,6 +255,24 @@ def _policy_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let rolling tags move to an older release than the one they name now "
         "(e.g. after a release was yanked)",
+    )
+
+
+def _shard_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--platform",
+        action="append",
+        metavar="OS/ARCH",
+        help="build only this platform of each selected image (a shard on a runner of "
+        "that platform; repeatable). Its images are pushed under staging tags and get "
+        "their tags from `publisher promote`; implies --no-rolling",
+    )
+    p.add_argument(
+        "--no-rolling",
+        dest="rolling",
+        action="store_false",
+        help="push immutable tags only; `publisher promote` moves the rolling tags once "
+        "every shard is done",
     )
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import sys
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from tabulate import tabulate
@@ -20,13 +20,14 @@ from . import docker_client, docs, local_registry, nightly, review
 from .build import Settings
 from .changes import Action
 from .destination import Destination, open_registry
-from .errors import BuildError, DockerUnavailable, PublisherError
+from .engine import Engine
+from .errors import BuildError, DockerUnavailable, PublisherError, SelectionError
 from .matrix import Matrix, load
 from .outcome import Outcome
 from .plan import Plan, plan
-from .platforms import DEFAULT_PLATFORM, DEFAULT_PLATFORMS
+from .platforms import DEFAULT_PLATFORM, DEFAULT_PLATFORMS, normalise
 from .progress import Reporter
-from .publish import Options, Result, describe, publish
+from .publish import Options, Publication, Result, describe, publish
 from .recipe import Sources
 from .registry import Credentials
 from .wheels import IndexOptions, redact
@@ -103,6 +104,7 @@ def _options(args: argparse.Namespace, matrix: Matrix, destination: Destination 
         base_image=args.base_image,
         force=args.force,
     )
+    platforms = tuple(_platform(text) for text in getattr(args, "platform", None) or ())
     return Options(
         build=settings,
         destination=destination,
@@ -111,7 +113,18 @@ def _options(args: argparse.Namespace, matrix: Matrix, destination: Destination 
         replace=tuple(getattr(args, "replace", ())),
         allow_downgrade=getattr(args, "allow_downgrade", False),
         dry_run=args.dry_run,
+        platforms=platforms,
+        # A platform shard cannot move a rolling tag: the index it would name is not
+        # written until `promote` finds every platform staged.
+        rolling=getattr(args, "rolling", True) and not platforms,
     )
+
+
+def _platform(text: str) -> str:
+    try:
+        return normalise(text)
+    except ValueError as exc:
+        raise SelectionError(f"--platform: {exc}") from None
 
 
 def _dockerfiles(folder: Path) -> Path:
@@ -167,6 +180,36 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     options = _options(args, matrix, _destination(args, reporter))
     result = nightly.run(matrix, source, sha, args.select, options, reporter)
     return 0 if result is None else _report(result)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    matrix, the_plan = _load_plan(args)
+    reporter = Reporter()
+    options = Options(
+        build=Settings(dockerfiles=matrix.dockerfiles),  # never read: nothing is built
+        destination=Destination.parse(args.registry),
+        credentials=_credentials(args),
+        allow_downgrade=args.allow_downgrade,
+    )
+    assert options.destination is not None
+    with ExitStack() as stack:
+        registry = stack.enter_context(open_registry(options.destination, options.credentials))
+        registry.ping()
+        reporter.step("registry", f"{options.destination} answers")
+        run = Publication(
+            matrix=matrix,
+            options=options,
+            reporter=reporter,
+            registry=registry,
+            engines=_no_daemon,
+        )
+        outcomes = run.promote(the_plan)
+        reporter.step("registry", f"{registry.requests_made} requests")
+    return _report(Result(outcomes=outcomes, notes=run.notes))
+
+
+def _no_daemon() -> AbstractContextManager[Engine]:
+    raise PublisherError("promote needs no Docker daemon and never builds")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -21,6 +21,8 @@ class Status(str, Enum):
     FAILED = "failed"
     NOT_PUSHED = "not pushed"  # tested, but another image failed, so nothing was pushed
     BUILT = "built"  # tagged in the local daemon only (`publisher build`)
+    # pushed under staging tags only (a platform shard): `promote` writes its tags
+    STAGED = "staged"
     PUSHED = "pushed"
     REPLACED = "replaced"  # pushed over the immutable tags of an earlier image
 
@@ -29,10 +31,21 @@ class Status(str, Enum):
 
 
 _NEXT: dict[Status, frozenset[Status]] = {
-    Status.PLANNED: frozenset({Status.DRY_RUN, Status.PUBLISHED, Status.TESTED, Status.FAILED}),
-    Status.TESTED: frozenset(
-        {Status.NOT_PUSHED, Status.BUILT, Status.PUSHED, Status.REPLACED, Status.FAILED}
+    Status.PLANNED: frozenset(
+        # STAGED: `promote` found every platform image staged by the shards
+        {Status.DRY_RUN, Status.PUBLISHED, Status.TESTED, Status.FAILED, Status.STAGED}
     ),
+    Status.TESTED: frozenset(
+        {
+            Status.NOT_PUSHED,
+            Status.BUILT,
+            Status.STAGED,
+            Status.PUSHED,
+            Status.REPLACED,
+            Status.FAILED,
+        }
+    ),
+    Status.STAGED: frozenset({Status.PUSHED}),
     Status.PUBLISHED: frozenset(),
     Status.DRY_RUN: frozenset(),
     Status.FAILED: frozenset(),

@@ -31,7 +31,7 @@ from .changes import Action, Holdings, Work, immutable_action, published_digest,
 from .changes import work_list as make_work_list
 from .destination import Destination, open_registry
 from .engine import Engine, docker_engine
-from .errors import RegistryError
+from .errors import PublisherError, RegistryError, SelectionError
 from .matrix import Matrix
 from .outcome import Outcome, Status
 from .plan import Image, Plan
@@ -52,6 +52,20 @@ class Options:
     replace: tuple[str, ...] = ()  # globs of published images to rebuild and move
     allow_downgrade: bool = False
     dry_run: bool = False
+    # A shard on one CI runner: build only these platforms (empty: all), and leave rolling
+    # tags, and the index of an image other shards build platforms of, to `promote`.
+    platforms: tuple[str, ...] = ()
+    rolling: bool = True
+
+    def builds(self, image: Image) -> tuple[str, ...]:
+        """The platforms of ``image`` this run builds, in the image's order."""
+        if not self.platforms:
+            return image.platforms
+        return tuple(p for p in image.platforms if p in self.platforms)
+
+    def completes(self, image: Image) -> bool:
+        """Whether this run builds every platform of ``image`` (so it writes its tags)."""
+        return self.builds(image) == image.platforms
 
     @property
     def auth(self) -> dict[str, str] | None:
@@ -124,6 +138,8 @@ class Publication:
     notes: list[str] = field(default_factory=list)
 
     def run(self, the_plan: Plan) -> list[Outcome]:
+        if self.options.platforms:
+            the_plan = self.shard(the_plan)
         outcomes = {image.id: Outcome(image=image) for image in the_plan.images}
         cores = core_cells(self.matrix, the_plan)
         holdings = self.holdings(the_plan, cores)
@@ -139,7 +155,7 @@ class Publication:
         for built in self.build(self.groups(to_build, holdings, cores)):
             by_image[built.image.id].append(built)
         for image_id, builts in by_image.items():
-            _record(outcomes[image_id], builts)
+            _record(outcomes[image_id], builts, self.options.builds(outcomes[image_id].image))
         ordered = list(outcomes.values())
         if any(o.failed for o in ordered):
             for outcome in ordered:
@@ -150,9 +166,63 @@ class Publication:
             self.tag_locally([o for o in ordered if o.status is Status.TESTED])
             return ordered
         self.push_immutable(work, outcomes, holdings)
+        if self.options.rolling:
+            for item in work:
+                self.move_rolling(outcomes[item.image.id], holdings)
+        return ordered
+
+    def shard(self, the_plan: Plan) -> Plan:
+        """The images with a platform this shard builds; the others are another's."""
+        kept = tuple(image for image in the_plan.images if self.options.builds(image))
+        if not kept:
+            raise SelectionError(
+                f"no selected image is planned for {', '.join(self.options.platforms)}"
+            )
+        for image in the_plan.images:
+            if image not in kept:
+                self.reporter.step(image.id, f"not for {', '.join(self.options.platforms)}")
+        return Plan(images=kept)
+
+    def promote(self, the_plan: Plan) -> list[Outcome]:
+        """Registry only: write the index of every image whose platform images the shards
+        staged, add aliases, then move rolling tags. If any planned image is neither
+        published nor wholly staged, nothing is written (IncompleteRelease)."""
+        assert self.registry is not None and self.options.destination is not None
+        repo = self.options.destination.path(self.matrix.image)
+        outcomes = {image.id: Outcome(image=image) for image in the_plan.images}
+        holdings = self.holdings(the_plan, {})
+        work = make_work_list(the_plan, holdings)
+        waiting = [item.image for item in work if item.published is None]
+        staged = survey(
+            self.registry, repo, [t for image in waiting for t in _staging_tags(image).values()]
+        )
+        missing = []
+        for image in waiting:
+            absent = [p for p, tag in _staging_tags(image).items() if staged.of(tag) is None]
+            if image.platforms == (DEFAULT_PLATFORM,):
+                missing.append(f"{image.id}: not in the registry")
+            elif absent:
+                missing.append(f"{image.id}: no {', '.join(absent)} image staged")
+        if missing:
+            raise IncompleteRelease(missing, total=len(the_plan.images))
+        for item in work:
+            outcome = outcomes[item.image.id]
+            if item.published is not None:
+                outcome.advance(Status.PUBLISHED)
+                outcome.digest = item.published
+                self.add_aliases(item, outcome, holdings, skip=())
+                continue
+            outcome.advance(Status.STAGED)
+            image = item.image
+            children = [(p, staged.of(tag) or "") for p, tag in _staging_tags(image).items()]
+            anchor = _anchor(image)
+            outcome.digest = self.write_index(image, anchor, children)
+            outcome.advance(Status.PUSHED)
+            self.add_aliases(item, outcome, holdings, skip=(anchor,))
+            self.reporter.step(image.id, f"in the registry as {', '.join(image.immutable_tags)}")
         for item in work:
             self.move_rolling(outcomes[item.image.id], holdings)
-        return ordered
+        return list(outcomes.values())
 
     def holdings(self, the_plan: Plan, cores: dict[CoreCell, Image]) -> Holdings:
         if self.registry is None or self.options.destination is None:
@@ -177,6 +247,8 @@ class Publication:
         building = {item.image.id for item in work}
         groups = []
         for group in groups_of(item.image for item in work):
+            if group.platform not in self.options.builds(group.images[0]):
+                continue  # another shard's
             replaces = {
                 i.image.id: i.published or "" for i in work if i.replace and i.image in group.images
             }
@@ -251,8 +323,15 @@ class Publication:
         reference = self.options.destination.reference(image.repository)
         anchor = _anchor(image)
         started = time.monotonic()
+        if outcome.parts and not self.options.completes(image):
+            self.stage(engine, image, outcome, anchor)
+            outcome.advance(Status.STAGED)
+            outcome.seconds += time.monotonic() - started
+            self.reporter.step(image.id, "staged; `publisher promote` writes its tags")
+            return
         if outcome.parts:
-            outcome.digest = self.push_platforms(engine, image, outcome, anchor)
+            children = self.stage(engine, image, outcome, anchor)
+            outcome.digest = self.write_index(image, anchor, children)
         else:
             self.reporter.step(image.id, f"pushing {reference}:{anchor}")
             pushed = engine.push(outcome.local_id, reference, anchor)
@@ -267,18 +346,27 @@ class Publication:
                     self.note(image, f"replaced {tag}: {old} -> {outcome.digest}")
         self.reporter.step(image.id, f"in the registry as {', '.join(image.immutable_tags)}")
 
-    def push_platforms(self, engine: Engine, image: Image, outcome: Outcome, anchor: str) -> str:
-        """Push each platform image under its staging tag, then write the index of all of
-        them under ``anchor``: the release tag exists only once every platform is in."""
+    def stage(
+        self, engine: Engine, image: Image, outcome: Outcome, anchor: str
+    ) -> list[tuple[str, str]]:
+        """Push each platform image this run built under its staging tag; (platform,
+        digest) of each, read back."""
         assert self.registry is not None and self.options.destination is not None
         repo = self.options.destination.path(image.repository)
         reference = self.options.destination.reference(image.repository)
         children = []
-        for platform in image.platforms:
+        for platform in self.options.builds(image):
             stage = staging_tag(anchor, platform)
             self.reporter.step(image.id, f"pushing {platform} as {reference}:{stage}")
             pushed = engine.push(outcome.parts[platform], reference, stage)
             children.append((platform, _verified(self.registry, repo, stage, pushed)))
+        return children
+
+    def write_index(self, image: Image, anchor: str, children: list[tuple[str, str]]) -> str:
+        """The index of every platform image under ``anchor``, read back: the release tag
+        exists only once every platform is in."""
+        assert self.registry is not None and self.options.destination is not None
+        repo = self.options.destination.path(image.repository)
         self.reporter.step(image.id, f"writing the index of {', '.join(image.platforms)}")
         index = self.registry.put_index(repo, anchor, children)
         digest = _verified(self.registry, repo, anchor, index)
@@ -313,6 +401,8 @@ class Publication:
 
     def move_rolling(self, outcome: Outcome, holdings: Holdings) -> None:
         assert self.registry is not None and self.options.destination is not None
+        if outcome.status not in (Status.PUSHED, Status.REPLACED, Status.PUBLISHED):
+            return  # staged images get their tags from `promote`
         image = outcome.image
         repo = self.options.destination.path(image.repository)
         for tag in image.rolling_tags:
@@ -343,8 +433,9 @@ class Publication:
         self.reporter.step(image.id, text)
 
 
-def _record(outcome: Outcome, builts: list[Built]) -> None:
-    """One image's results, one per platform: tested only when every platform passed."""
+def _record(outcome: Outcome, builts: list[Built], platforms: tuple[str, ...]) -> None:
+    """One image's results, one per platform built (``platforms``): tested only when every
+    one of them passed."""
     outcome.seconds += sum(built.seconds for built in builts)
     errors = [built.error for built in builts if not built.ok]
     if errors:
@@ -355,13 +446,13 @@ def _record(outcome: Outcome, builts: list[Built]) -> None:
     outcome.size = first.size
     if outcome.image.platforms != (DEFAULT_PLATFORM,):
         outcome.parts = {built.platform: built.local_id for built in builts}
-        missing = set(outcome.image.platforms) - set(outcome.parts)
+        missing = set(platforms) - set(outcome.parts)
         if missing:
             # Never reached through groups_of; refused all the same, since an index
             # written without a platform is exactly what must never happen.
             outcome.advance(Status.FAILED, error=f"not built for {', '.join(sorted(missing))}")
             return
-        outcome.local_id = outcome.parts[outcome.image.platforms[0]]
+        outcome.local_id = outcome.parts[platforms[0]]
     outcome.advance(Status.TESTED)
 
 
@@ -375,6 +466,29 @@ def _lanes(groups: list[Group]) -> list[list[Group]]:
     for group in groups:
         lanes[group.python].append(group)
     return list(lanes.values())
+
+
+def _staging_tags(image: Image) -> dict[str, str]:
+    """platform -> staging tag of each platform image of a multi-platform image."""
+    if image.platforms == (DEFAULT_PLATFORM,):
+        return {}
+    return {p: staging_tag(_anchor(image), p) for p in image.platforms}
+
+
+class IncompleteRelease(PublisherError):
+    """`promote` found planned images that are neither published nor wholly staged."""
+
+    exit_code = 7
+    SHOWN = 20
+
+    def __init__(self, missing: list[str], *, total: int) -> None:
+        self.missing = missing
+        more = len(missing) - self.SHOWN
+        lines = missing[: self.SHOWN] + ([f"... and {more} more"] if more > 0 else [])
+        super().__init__(
+            f"{len(missing)} of {total} planned images are not ready; nothing was written:\n"
+            + "\n".join(f"  missing {line}" for line in lines)
+        )
 
 
 def _anchor(image: Image) -> str:

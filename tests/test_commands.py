@@ -121,3 +121,52 @@ def test_a_glob_matching_nothing_is_one_line(
         capsys, "diff", "--matrix", str(matrix), "--registry", f"{registry}/ns", *args
     )
     assert_one_error_line(code, err, fragment, exit_code=2)
+
+
+# -- promote: registry only ------------------------------------------------------------------
+
+
+def test_promote_writes_each_staged_index_then_rolling_tags_and_is_idempotent(
+    registry: str, make_matrix: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    matrix = make_matrix(tags=TAGS, versions=["0.14.10"], platforms=["linux/amd64", "linux/arm64"])
+    where = f"{registry}/ns"
+    code, _, err = run(capsys, "promote", "--matrix", str(matrix), "--registry", where)
+    assert code == 7
+    lines = err.splitlines()
+    first = lines.index(
+        "publisher: error: 2 of 2 planned images are not ready; nothing was written:"
+    )
+    assert len(lines) == first + 3
+    assert "  missing full-0.14.10-py3.7: no linux/amd64, linux/arm64 image staged" in lines
+    client = RegistryClient(registry)
+    assert client.tags(REPO) == []
+
+    # What two platform shards leave behind: each platform image under its staging tag.
+    staged = {
+        (python, arch): push_image(
+            registry,
+            REPO,
+            f"_stage-0.14.10-python{python}-linux-{arch}",
+            labels={labels.VERSION: "0.14.10"},
+            architecture=arch,
+        )
+        for python in ("3.7", "3.8")
+        for arch in ("amd64", "arm64")
+    }
+    code, out, err = run(capsys, "promote", "--matrix", str(matrix), "--registry", where)
+    assert code == 0, err
+    assert "pushed" in out
+    for python in ("3.7", "3.8"):
+        tag = f"0.14.10-python{python}"
+        assert client.platform_images(REPO, tag) == {
+            "linux/amd64": staged[(python, "amd64")],
+            "linux/arm64": staged[(python, "arm64")],
+        }
+    assert client.digest(REPO, "latest") == client.digest(REPO, "0.14.10-python3.7")
+    before = {tag: client.digest(REPO, tag) for tag in client.tags(REPO)}
+
+    code, out, _ = run(capsys, "promote", "--matrix", str(matrix), "--registry", where)
+    assert code == 0
+    assert "published" in out
+    assert {tag: client.digest(REPO, tag) for tag in client.tags(REPO)} == before

@@ -28,6 +28,9 @@ ALLOWED = [
     (Status.TESTED, Status.PUSHED),
     (Status.TESTED, Status.REPLACED),
     (Status.TESTED, Status.FAILED),
+    (Status.TESTED, Status.STAGED),
+    (Status.PLANNED, Status.STAGED),
+    (Status.STAGED, Status.PUSHED),
 ]
 PATHS = {
     Status.PLANNED: [],
@@ -39,6 +42,7 @@ PATHS = {
     Status.BUILT: [Status.TESTED, Status.BUILT],
     Status.PUSHED: [Status.TESTED, Status.PUSHED],
     Status.REPLACED: [Status.TESTED, Status.REPLACED],
+    Status.STAGED: [Status.TESTED, Status.STAGED],
 }
 
 
