@@ -150,9 +150,10 @@ class FakeRegistry:
             self.calls.append(Call(method, repo, ref))
 
     def _write(self) -> None:
-        if self.fail_after_writes is not None and self.writes >= self.fail_after_writes:
-            raise RegistryError(f"injected failure on write {self.writes + 1}")
-        self.writes += 1
+        with self._lock:  # promote writes from several threads
+            if self.fail_after_writes is not None and self.writes >= self.fail_after_writes:
+                raise RegistryError(f"injected failure on write {self.writes + 1}")
+            self.writes += 1
 
 
 @dataclass
