@@ -16,11 +16,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import docker_client, docs, local_registry, nightly, review
+from . import docker_client, docs, local_registry, nightly, review, shards
 from .build import Settings
 from .changes import Action
 from .destination import Destination, open_registry
-from .errors import BuildError, DockerUnavailable, PublisherError
+from .errors import BuildError, DockerUnavailable, PublisherError, SelectionError
 from .matrix import Matrix, load
 from .outcome import Outcome
 from .plan import Plan, plan
@@ -40,7 +40,23 @@ def _load_plan(args: argparse.Namespace, *, nightly: bool = False) -> tuple[Matr
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    sharding = {"--shard-by": args.shard_by, "--max-shards": args.max_shards}
+    sharding["--runner"] = args.runner or None
+    if args.format != "github-matrix":
+        for flag, value in sharding.items():
+            if value is not None:
+                raise SelectionError(f"{flag} applies only to --format github-matrix")
     _, the_plan = _load_plan(args, nightly=args.nightly)
+    if args.format == "github-matrix":
+        pieces = shards.shard(
+            the_plan,
+            by=args.shard_by or "python",
+            max_shards=shards.MAX_SHARDS if args.max_shards is None else args.max_shards,
+            runners=dict(shards.parse_runner(text) for text in args.runner),
+        )
+        # One line: a workflow writes it to $GITHUB_OUTPUT as matrix=...
+        print(json.dumps(shards.github_matrix(pieces), separators=(",", ":")))
+        return 0
     if args.format == "json":
         print(json.dumps(the_plan.to_json(), indent=2))
         return 0
