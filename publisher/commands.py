@@ -40,12 +40,14 @@ def _load_plan(args: argparse.Namespace, *, nightly: bool = False) -> tuple[Matr
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    sharding = {"--shard-by": args.shard_by, "--max-shards": args.max_shards}
-    sharding["--runner"] = args.runner or None
-    if args.format != "github-matrix":
-        for flag, value in sharding.items():
-            if value is not None:
-                raise SelectionError(f"{flag} applies only to --format github-matrix")
+    sharding = {
+        "--shard-by": args.shard_by is not None,
+        "--max-shards": args.max_shards is not None,
+        "--runner": bool(args.runner),
+    }
+    for flag, given in sharding.items():
+        if given and args.format != "github-matrix":
+            raise SelectionError(f"{flag} applies only to --format github-matrix")
     _, the_plan = _load_plan(args, nightly=args.nightly)
     if args.format == "github-matrix":
         pieces = shards.shard(

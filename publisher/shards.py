@@ -189,9 +189,8 @@ def _allocate(weights: Mapping[str, list[int]], limit: int) -> dict[str, int]:
     bins = dict.fromkeys(weights, 1)
     load = {p: sum(w) for p, w in weights.items()}
     for _ in range(limit - len(weights)):
+        # Never empty: fewer bins than the limit, which is fewer than the units.
         open_ = [p for p in weights if bins[p] < len(weights[p])]
-        if not open_:
-            break
         heaviest = max(open_, key=lambda p: load[p] / bins[p])
         bins[heaviest] += 1
     return bins
