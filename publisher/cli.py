@@ -172,6 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let rolling tags move to an older release than the one they name now",
     )
+    pro.add_argument(
+        "--nightly",
+        action="store_true",
+        help="promote the nightly images of --ref (its commit date is fetched: the commit "
+        "object only) instead of the releases",
+    )
+    pro.add_argument(
+        "--source", metavar="PATH_OR_URL", help="with --nightly: as for `publisher nightly`"
+    )
+    pro.add_argument(
+        "--ref", help="with --nightly: the commit the shards built (pass the same sha)"
+    )
     pro.set_defaults(func=cmd_promote)
 
     st = commands.add_parser(
@@ -217,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="git repository to build (default: the matrix's nightly.repository)",
     )
     n.add_argument("--ref", help="branch, tag or commit (default: the matrix's nightly.ref)")
+    _shard_options(n)
     n.add_argument(
         "--no-ui",
         dest="ui",

@@ -201,8 +201,18 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    matrix, the_plan = _load_plan(args)
     reporter = Reporter()
+    if args.nightly:
+        matrix = load(args.matrix)
+        source = nightly.source_of(matrix, args.source, args.ref)
+        sha = nightly.resolve(source)
+        revision = nightly.commit_revision(source, sha)
+        reporter.step("nightly", f"{source.ref} is {sha}, committed {revision.date} UTC")
+        the_plan = plan(matrix, nightly=True, revision=revision).select(args.select)
+    elif args.source or args.ref:
+        raise SelectionError("--source and --ref go with --nightly")
+    else:
+        matrix, the_plan = _load_plan(args)
     options = Options(
         build=Settings(dockerfiles=matrix.dockerfiles),  # never read: nothing is built
         destination=Destination.parse(args.registry),

@@ -276,6 +276,41 @@ def fetch(source: Source, sha: str, checkout: Path) -> None:
     git("checkout", "--quiet", sha, what=f"check out {sha[:12]}")
 
 
+def commit_revision(source: Source, sha: str) -> Revision:
+    """The Revision (sha and commit date) of ``sha``, fetching the commit object only.
+
+    `promote --nightly` needs the date for the nightly's tags (master-YYYYMMDD-SHA) but
+    nothing of the source: a depth-1 treeless fetch brings one commit, a few hundred bytes.
+    """
+    with tempfile.TemporaryDirectory(prefix="publisher-commit-") as tmp:
+        where = redact(source.location)
+        _git("init", "--quiet", "--bare", tmp, what="create a repository")
+        _git(
+            "-C",
+            tmp,
+            "fetch",
+            "--quiet",
+            "--depth=1",
+            "--filter=tree:0",
+            "--",
+            source.location,
+            sha,
+            what=f"fetch commit {sha[:12]} from {where}",
+        )
+        date = _git(
+            "-C",
+            tmp,
+            "show",
+            "-s",
+            "--format=%cd",
+            "--date=format-local:%Y%m%d",
+            sha,
+            what="read the commit date",
+            env={"TZ": "UTC"},
+        ).strip()
+    return Revision(sha=sha, date=date)
+
+
 def _wheel_metadata(wheel: Path) -> tuple[str, str]:
     """The project name and version the wheel declares (what ``prefect version`` reports)."""
     try:

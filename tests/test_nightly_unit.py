@@ -537,3 +537,14 @@ def test_run_dry_run_describes_and_touches_nothing(
     assert calls["built"] == [] and registry.calls == []
     assert "push master-YYYYMMDD-abcdef0" in stream.getvalue()
     assert "then move master" in stream.getvalue()
+
+
+def test_commit_revision_fetches_the_commit_date_in_utc(repo: dict[str, Any]) -> None:
+    source = Source(location=str(repo["path"]), ref="main")
+    # 23:30 at -02:00 is the next day in UTC.
+    assert nightly.commit_revision(source, repo["first"]) == nightly.Revision(
+        sha=repo["first"], date="20250103"
+    )
+    assert nightly.commit_revision(source, repo["second"]).date == "20250203"
+    with pytest.raises(SourceError, match="cannot fetch commit 000000000000"):
+        nightly.commit_revision(source, "0" * 40)
