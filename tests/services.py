@@ -17,9 +17,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -41,7 +41,12 @@ BUILD_REQUIREMENTS = ("hatchling==1.33.0", "versioningit==3.3.0")
 TOOLS = ("pypiserver==2.4.2", "waitress==3.0.2", "pip==26.3")
 # Bump when the recipe of a cached artefact changes; the old cache is then rebuilt.
 TOOLS_RECIPE = 1
-WHEELHOUSE_RECIPE = 1
+WHEELHOUSE_RECIPE = 2
+
+HOST_PLATFORM = "linux/amd64"
+ARM64 = "linux/arm64"
+# uname -m (and PEP 508's platform_machine, and manylinux tags' suffix) of each platform.
+MACHINES = {HOST_PLATFORM: "x86_64", ARM64: "aarch64"}
 
 STARTUP_TIMEOUT = 30.0
 
@@ -121,15 +126,23 @@ class Bootstrap:
     """The contents of ``bootstrap.json``, written by ``.ci/bootstrap up``."""
 
     docker_host: str
-    base_image: str  # template with {python}
+    base_image: str  # template with {python}; linux/amd64
     pythons: tuple[str, ...]
     cache_dir: Path
     state_dir: Path
     started_dockerd: bool
+    # Platform ("linux/arm64") -> local image template with {python}, one platform each.
+    platform_images: Mapping[str, str] = field(default_factory=dict)
+    # The Pythons whose base exists for every platform in platform_images (else amd64 only).
+    multi_platform_pythons: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: Path = STATE_DIR / "bootstrap.json") -> Bootstrap:
-        """Read it; FileNotFoundError when the bootstrap has not run."""
+        """Read it; FileNotFoundError when the bootstrap has not run.
+
+        A bootstrap.json from before arm64 bases (no platform_images) still loads: the amd64
+        base is then its only platform.
+        """
         data = json.loads(path.read_text())
         return cls(
             docker_host=data["docker_host"],
@@ -139,7 +152,17 @@ class Bootstrap:
             cache_dir=Path(os.environ.get("PUBLISHER_TEST_CACHE", data["cache_dir"])),
             state_dir=Path(data["state_dir"]),
             started_dockerd=bool(data["started_dockerd"]),
+            platform_images=dict(
+                data.get("platform_images") or {HOST_PLATFORM: data["base_image"]}
+            ),
+            multi_platform_pythons=tuple(data.get("multi_platform_pythons", ())),
         )
+
+    def platform_image(self, python: str, platform: str) -> str:
+        """The local base image of ``python`` for ``platform``; KeyError if there is none."""
+        if platform != HOST_PLATFORM and python not in self.multi_platform_pythons:
+            raise KeyError(f"no {platform} base for Python {python}")
+        return self.platform_images[platform].format(python=python)
 
 
 # --- the wheelhouse and the index --------------------------------------------------------------
@@ -189,45 +212,66 @@ MARKER_ENVIRONMENT = (
 )
 
 
-def marker_environments(boot: Bootstrap) -> dict[str, dict[str, str]]:
-    """Each base image's marker environment, by its Python ("3.11")."""
+def marker_environments(
+    boot: Bootstrap, platform: str = HOST_PLATFORM
+) -> dict[str, dict[str, str]]:
+    """Each base image's marker environment for ``platform``, by its Python ("3.11").
+
+    The amd64 bases' by default, of every Python; for another platform, of the Pythons built
+    for it (run under QEMU: a few seconds each).
+    """
     client = docker.DockerClient(base_url=boot.docker_host, timeout=120)
+    if platform == HOST_PLATFORM:
+        images = {python: boot.base_image.format(python=python) for python in boot.pythons}
+    else:
+        pythons = boot.multi_platform_pythons
+        images = {python: boot.platform_image(python, platform) for python in pythons}
     with contextlib.closing(client):
         return {
             python: json.loads(
                 client.containers.run(
-                    boot.base_image.format(python=python),
+                    image,
                     ["python3", "-c", MARKER_ENVIRONMENT],
                     network_mode="none",
+                    platform=platform,
                     remove=True,
                 )
             )
-            for python in boot.pythons
+            for python, image in images.items()
         }
 
 
-def wheel_flags(python: str) -> list[str]:
-    """pip flags that pick wheels for CPython ``python`` on linux x86_64.
+def wheel_flags(python: str, machine: str = "x86_64") -> list[str]:
+    """pip flags that pick wheels for CPython ``python`` on linux ``machine`` (or aarch64).
 
     pip needs --only-binary=:all: with --platform/--python-version/--abi (and containers must
     never build from source anyway).  ``--abi cpXY`` still admits abi3 and none wheels.  pip
     derives no older manylinux tags from a newer one given explicitly, so each tag in use is
     listed: manylinux_2_28 (greenlet has only _2_24/_2_28 wheels), _2_17/2014 for most compiled
-    wheels, _2_5/1 for older ones, `any` for pure Python.  The images' glibc (2.36 bookworm,
-    2.41 trixie) satisfies them all.
+    wheels, _2_5/1 for older ones (x86_64 only: there were no aarch64 wheels before 2014),
+    `any` for pure Python.  The images' glibc (2.36 bookworm, 2.41 trixie) satisfies them all.
     """
-    platforms = ["manylinux_2_28", "manylinux_2_17", "manylinux2014", "manylinux_2_5", "manylinux1"]
+    platforms = ["manylinux_2_28", "manylinux_2_17", "manylinux2014"]
+    if machine == "x86_64":
+        platforms += ["manylinux_2_5", "manylinux1"]
     flags = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python]
     flags += ["--abi", f"cp{python.replace('.', '')}"]
     for platform in platforms:
-        flags += ["--platform", f"{platform}_x86_64"]
+        flags += ["--platform", f"{platform}_{machine}"]
     return [*flags, "--platform", "any"]
 
 
-def ensure_wheelhouse(cache: Path, markers: dict[str, dict[str, str]]) -> Path:
+def ensure_wheelhouse(
+    cache: Path,
+    markers: dict[str, dict[str, str]],
+    arm64_markers: Mapping[str, dict[str, str]] | None = None,
+) -> Path:
     """The wheelhouse in ``cache``, downloaded from PyPI unless already complete.
 
-    ``markers`` maps each target Python ("3.11") to its image's marker environment.  pip
+    ``markers`` maps each target Python ("3.11") to its image's marker environment, and
+    ``arm64_markers`` each Python with an arm64 base to that base's (``platform_machine`` is
+    aarch64 there): the same Prefect releases are downloaded for it too, aarch64 wheels where
+    a project has compiled ones (pure-Python wheels are shared).  pip
     evaluates dependencies' environment markers against the interpreter running pip, whatever
     --python-version says (pypa/pip#6117, #11010): with the host's Python 3.11.7 the wheelhouse
     missed whenever (prefect 3.9.0, `python_version >= "3.13"`) for 3.13 and async-timeout
@@ -241,6 +285,10 @@ def ensure_wheelhouse(cache: Path, markers: dict[str, dict[str, str]]) -> Path:
         f" cowsay={COWSAY.split('==')[1]} build={','.join(BUILD_REQUIREMENTS)}"
     )
     want += "".join(f" {py}={env['python_full_version']}" for py, env in sorted(markers.items()))
+    arm64 = dict(arm64_markers or {})
+    want += "".join(
+        f" {py}-aarch64={env['python_full_version']}" for py, env in sorted(arm64.items())
+    )
     with _locked(cache / "wheelhouse.lock"):
         if stamp.exists() and stamp.read_text().strip() == want and _complete(wheelhouse):
             return wheelhouse
@@ -258,6 +306,7 @@ def ensure_wheelhouse(cache: Path, markers: dict[str, dict[str, str]]) -> Path:
                     name = f"cp{py.replace('.', '')}-{req}"
                     target = [str(HERE / "pip_for_target.py"), str(marker_file)]
                     jobs[name] = [*target, "download", *wheel_flags(py), req]
+        jobs.update(_arm64_jobs(cache, arm64))
         jobs["cowsay"] = ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", COWSAY]
         jobs["build"] = ["-m", "pip", "download", "--only-binary=:all:", *BUILD_REQUIREMENTS]
         # `--no-binary prefect` rather than `:all:`: the same sdist, but pip may then use wheels
@@ -284,6 +333,27 @@ def ensure_wheelhouse(cache: Path, markers: dict[str, dict[str, str]]) -> Path:
             raise RuntimeError(f"{wheelhouse} lacks a prefect wheel or sdist after the download")
         stamp.write_text(want + "\n")
     return wheelhouse
+
+
+def bootstrap_wheelhouse(boot: Bootstrap) -> Path:
+    """``ensure_wheelhouse`` for every base the bootstrap made, amd64 and arm64."""
+    arm64 = marker_environments(boot, ARM64) if boot.multi_platform_pythons else {}
+    return ensure_wheelhouse(boot.cache_dir, marker_environments(boot), arm64)
+
+
+def _arm64_jobs(cache: Path, markers: Mapping[str, dict[str, str]]) -> dict[str, list[str]]:
+    """The download jobs of the arm64 bases' Pythons: Prefect's closure for manylinux aarch64,
+    resolved with each arm64 base's own marker environment."""
+    jobs: dict[str, list[str]] = {}
+    for py, env in sorted(markers.items()):
+        marker_file = cache / "markers" / f"{py}-aarch64.json"
+        marker_file.write_text(json.dumps(env, sort_keys=True))
+        for version in PREFECT_VERSIONS:
+            for req in (f"prefect=={version}", f"prefect[docker]=={version}"):
+                name = f"cp{py.replace('.', '')}-aarch64-{req}"
+                target = [str(HERE / "pip_for_target.py"), str(marker_file)]
+                jobs[name] = [*target, "download", *wheel_flags(py, "aarch64"), req]
+    return jobs
 
 
 def _complete(wheelhouse: Path) -> bool:

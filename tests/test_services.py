@@ -61,6 +61,37 @@ def test_bootstrap_json_is_read_into_a_dataclass(
     assert not boot.started_dockerd
     monkeypatch.setenv("PUBLISHER_TEST_CACHE", str(tmp_path / "mine"))
     assert Bootstrap.load(path).cache_dir == tmp_path / "mine"
+    # Written before arm64 bases: the amd64 base is the only platform.
+    assert boot.platform_images == {"linux/amd64": "publisher-test/python:{python}-slim"}
+    assert boot.multi_platform_pythons == ()
+    assert boot.platform_image("3.13", "linux/amd64") == "publisher-test/python:3.13-slim"
+    with pytest.raises(KeyError):
+        boot.platform_image("3.13", "linux/arm64")
+
+
+def test_bootstrap_json_names_the_per_platform_bases(tmp_path: Path) -> None:
+    path = tmp_path / "bootstrap.json"
+    data = {
+        "docker_host": "unix:///var/run/docker.sock",
+        "base_image": "publisher-test/python:{python}-slim",
+        "pythons": ["3.11", "3.13"],
+        "platform_images": {
+            "linux/amd64": "publisher-test/python:{python}-slim-linux-amd64",
+            "linux/arm64": "publisher-test/python:{python}-slim-linux-arm64",
+        },
+        "multi_platform_pythons": ["3.13"],
+        "cache_dir": "/var/cache/publisher-test",
+        "state_dir": str(tmp_path),
+        "started_dockerd": True,
+    }
+    path.write_text(json.dumps(data))
+    boot = Bootstrap.load(path)
+    assert boot.multi_platform_pythons == ("3.13",)
+    arm64 = boot.platform_image("3.13", "linux/arm64")
+    assert arm64 == "publisher-test/python:3.13-slim-linux-arm64"
+    assert boot.platform_image("3.11", "linux/amd64").endswith("3.11-slim-linux-amd64")
+    with pytest.raises(KeyError):
+        boot.platform_image("3.11", "linux/arm64")
 
 
 def test_wheel_flags_name_the_interpreter_and_every_platform() -> None:
@@ -76,6 +107,17 @@ def test_wheel_flags_name_the_interpreter_and_every_platform() -> None:
     assert flags[6] == "cp313"
     platforms = [flags[i + 1] for i, flag in enumerate(flags) if flag == "--platform"]
     assert platforms[0] == "manylinux_2_28_x86_64" and platforms[-1] == "any"
+
+
+def test_wheel_flags_for_aarch64_name_only_aarch64_manylinux_tags() -> None:
+    flags = wheel_flags("3.13", "aarch64")
+    platforms = [flags[i + 1] for i, flag in enumerate(flags) if flag == "--platform"]
+    assert platforms == [
+        "manylinux_2_28_aarch64",
+        "manylinux_2_17_aarch64",
+        "manylinux2014_aarch64",
+        "any",
+    ]
 
 
 def test_one_error_line_allows_progress_only_when_asked() -> None:

@@ -46,8 +46,7 @@ from publisher.wheels import IndexOptions
 from tests.registry_server import run_registry
 from tests.services import (
     Bootstrap,
-    ensure_wheelhouse,
-    marker_environments,
+    bootstrap_wheelhouse,
     package_index,
     tools_python,
 )
@@ -82,7 +81,7 @@ def index_and_base(
         yield index_url, base_image
         return
     boot = Bootstrap.load()
-    wheelhouse = ensure_wheelhouse(boot.cache_dir, marker_environments(boot))
+    wheelhouse = bootstrap_wheelhouse(boot)
     with package_index(wheelhouse, tools_python(boot.cache_dir), work / "index") as index:
         yield index, base_image or boot.base_image
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,12 +25,12 @@ import yaml
 from publisher.matrix import load
 from publisher.plan import Plan, plan
 from publisher.registry import RegistryClient
+from tests.base_index import BaseIndex, push_base_index
 from tests.registry_server import run_registry
 from tests.services import (
     PREFECT_VERSIONS,
     Bootstrap,
-    ensure_wheelhouse,
-    marker_environments,
+    bootstrap_wheelhouse,
     package_index,
     sdist,
     tools_python,
@@ -58,6 +58,9 @@ class Services:
     pythons: tuple[str, ...]
     sdist: Path
     state: Path
+    # Platform -> local base image template ({python}), and the Pythons built for all of them.
+    platform_images: Mapping[str, str] = field(default_factory=dict)
+    multi_platform_pythons: tuple[str, ...] = ()
 
     def index_with_secret(self) -> str:
         return self.index.replace("http://", f"http://ci:{SECRET}@", 1)
@@ -92,7 +95,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     with pytest.MonkeyPatch.context() as env:
         # The publisher under test, and every Docker client here, talk to the same daemon.
         env.setenv("DOCKER_HOST", boot.docker_host)
-        wheelhouse = ensure_wheelhouse(boot.cache_dir, marker_environments(boot))
+        wheelhouse = bootstrap_wheelhouse(boot)
         tools = tools_python(boot.cache_dir)
         with (
             run_registry(work / "registry") as registry,
@@ -107,6 +110,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
                 pythons=boot.pythons,
                 sdist=sdist(wheelhouse),
                 state=boot.state_dir,
+                platform_images=boot.platform_images,
+                multi_platform_pythons=boot.multi_platform_pythons,
             )
 
 
@@ -115,6 +120,24 @@ def docker_client(services: Services) -> Iterator[docker.DockerClient]:
     client = docker.from_env(timeout=600)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def multiarch_base(services: Services, docker_client: docker.DockerClient) -> BaseIndex:
+    """The bootstrap's linux/amd64 and linux/arm64 bases of the first multi-platform Python
+    (3.13), pushed to the session's registry under one OCI index: the stand-in for
+    ``python:3.13-slim`` on Docker Hub, at ``HOST:PORT/publisher-test/python:3.13-slim``.
+    """
+    if not services.multi_platform_pythons or len(services.platform_images) < 2:
+        _require("the bootstrap made no multi-platform base: run `.ci/bootstrap up` again")
+    python = services.multi_platform_pythons[0]
+    images = {p: t.format(python=python) for p, t in sorted(services.platform_images.items())}
+    try:
+        for image in images.values():
+            docker_client.images.get(image)
+    except docker.errors.ImageNotFound as exc:
+        _require(f"a base image of the bootstrap is missing: {exc}")
+    return push_base_index(docker_client, services.registry, images, tag=f"{python}-slim")
 
 
 def run_publisher(
