@@ -18,6 +18,8 @@ import requests
 
 from tests.base_index import MANIFEST_TYPES, OCI_INDEX, BaseIndex
 
+pytestmark = pytest.mark.emulated
+
 MACHINE = "import platform; print(platform.machine())"
 EXPECTED = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 
