@@ -194,6 +194,9 @@ class Builder:
                 prefect_version=image.prefect_version,
                 extras_present=image.extras,
                 extras_absent=self._extras_elsewhere(image),
+                # From the image, not the settings: a released core pulled to build on
+                # carries its own record.
+                ui=smoke.ui_check(local.labels or {}),
             )
         except PublisherError as exc:
             self.reporter.step(image.id, f"FAILED: {exc}")
@@ -203,7 +206,7 @@ class Builder:
         self.reporter.step(
             image.id,
             f"passed (prefect {result.prefect_version}, Python {result.python_version}, "
-            f"{size / 1e6:.0f} MB)",
+            f"{size / 1e6:.0f} MB, {result.ui})",
         )
         return Built(
             image=image,

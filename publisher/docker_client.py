@@ -170,6 +170,7 @@ def run(
     env: dict[str, str] | None = None,
     volumes: dict[str, dict[str, str]] | None = None,
     user: str | None = None,
+    network_mode: str = "host",  # so an index or registry on the host's loopback answers
 ) -> tuple[int, str]:
     """Run a container to completion; return its exit code and combined output."""
     try:
@@ -177,7 +178,7 @@ def run(
             image,
             command,
             environment=env or {},
-            network_mode="host",  # so an index or registry on the host's loopback answers
+            network_mode=network_mode,
             volumes=volumes or {},
             user=user or "",
         )
