@@ -96,73 +96,87 @@ def server_dir():
     spec = importlib.util.find_spec("prefect")
     return os.path.join(os.path.dirname(spec.origin), "server")
 
-def serve(timeout):
-    # `prefect server start` on a free loopback port until `GET /` answers, or timeout.
-    import urllib.error, urllib.request
-    home = tempfile.mkdtemp(prefix="prefect-home-")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    log = open(os.path.join(home, "server.log"), "w+")
-    started = time.monotonic()
-    server = subprocess.Popen(
-        ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    found = {"status": None, "error": "no answer within %d s" % timeout}
-    try:
-        while time.monotonic() - started < timeout:
-            if server.poll() is not None:
-                found["error"] = "exited with %d before it answered" % server.returncode
-                break
-            request = urllib.request.Request(
-                "http://127.0.0.1:%d/" % port, headers={"Accept": "text/html"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    status, url, headers = response.status, response.geturl(), response.headers
-                    body = response.read(65536)
-            except urllib.error.HTTPError as exc:
-                status, url, headers, body = exc.code, exc.geturl(), exc.headers, exc.read(65536)
-            except (OSError, ValueError):
-                time.sleep(0.5)  # not listening yet
-                continue
-            found = {
-                "status": status,
-                "url": url,
-                "content_type": headers.get("Content-Type", ""),
-                "body": body.decode("utf-8", "replace"),
-            }
-            break
-    finally:
-        found["seconds"] = round(time.monotonic() - started, 2)
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.seek(0)
-        found["output"] = log.read()[-4000:]
-    return found
+class Server:
+    # `prefect server start` on a free loopback port with a throwaway PREFECT_HOME. Started
+    # before the other checks run, so that it boots meanwhile.
+    def __init__(self):
+        self.home = tempfile.mkdtemp(prefix="prefect-home-")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        env = dict(os.environ, PREFECT_HOME=self.home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        self.log = open(os.path.join(self.home, "server.log"), "w+")
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )
 
-def ui(mode):
+    def get(self, timeout):
+        # Poll `GET /` until it answers or ``timeout`` s after the start; then stop the server.
+        import urllib.error, urllib.request
+        found = {"status": None, "error": "no answer within %d s" % timeout}
+        try:
+            while time.monotonic() - self.started < timeout:
+                if self.process.poll() is not None:
+                    found["error"] = "exited with %d before it answered" % self.process.returncode
+                    break
+                request = urllib.request.Request(
+                    "http://127.0.0.1:%d/" % self.port, headers={"Accept": "text/html"}
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        status, url, headers = response.status, response.geturl(), response.headers
+                        body = response.read(65536)
+                except urllib.error.HTTPError as exc:
+                    status, url, headers = exc.code, exc.geturl(), exc.headers
+                    body = exc.read(65536)
+                except (OSError, ValueError):
+                    time.sleep(0.5)  # not listening yet
+                    continue
+                found = {
+                    "status": status,
+                    "url": url,
+                    "content_type": headers.get("Content-Type", ""),
+                    "body": body.decode("utf-8", "replace"),
+                }
+                break
+        finally:
+            found["seconds"] = round(time.monotonic() - self.started, 2)
+            self.stop()
+            self.log.seek(0)
+            found["output"] = self.log.read()[-4000:]
+        return found
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+def ui_bundles(mode):
     bundles = {}
-    if mode == "skip":
-        return {"bundles": bundles, "served": None}
-    server = server_dir()
-    for name in BUNDLES:
-        folder = os.path.join(server, name)
-        if os.path.isdir(folder):
-            bundles[name] = read(os.path.join(folder, "index.html"))
-    served = None
-    if any(bundles.values()):
-        served = serve(UI_TIMEOUT)
-    return {"bundles": bundles, "served": served}
+    if mode != "skip":
+        server = server_dir()
+        for name in BUNDLES:
+            folder = os.path.join(server, name)
+            if os.path.isdir(folder):
+                bundles[name] = read(os.path.join(folder, "index.html"))
+    return bundles
 
 args = sys.argv[1:]
 ui_mode = args.pop(0).split("=", 1)[1] if args and args[0].startswith("--ui=") else "skip"
+ui_report, server = {"bundles": {}, "served": None}, None
+try:
+    ui_report["bundles"] = ui_bundles(ui_mode)
+    if any(ui_report["bundles"].values()):
+        server = Server()
+except Exception as exc:
+    ui_report = None
+    ui_error = f"{type(exc).__name__}: {exc}"
 cmdline = read("/proc/1/cmdline", binary=True).split(b"\0")
 report = {
     "pid1": {
@@ -178,10 +192,16 @@ if args:
         report["extras"] = extras(args)
     except Exception as exc:
         report["extras_error"] = f"{type(exc).__name__}: {exc}"
-try:
-    report["ui"] = ui(ui_mode)
-except Exception as exc:
-    report["ui_error"] = f"{type(exc).__name__}: {exc}"
+if server is not None:
+    try:
+        ui_report["served"] = server.get(UI_TIMEOUT)
+    except Exception as exc:
+        server.stop()
+        ui_report, ui_error = None, f"{type(exc).__name__}: {exc}"
+if ui_report is None:
+    report["ui_error"] = ui_error
+else:
+    report["ui"] = ui_report
 print(MARKER + json.dumps(report), flush=True)
 """
 _PROBE = (
