@@ -28,7 +28,9 @@ from publisher.registry import RegistryClient
 from tests.registry_server import run_registry
 from tests.services import (
     PREFECT_VERSIONS,
+    UPSTREAM_BUNDLE,
     Bootstrap,
+    ensure_upstream_wheels,
     ensure_wheelhouse,
     marker_environments,
     package_index,
@@ -92,7 +94,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     with pytest.MonkeyPatch.context() as env:
         # The publisher under test, and every Docker client here, talk to the same daemon.
         env.setenv("DOCKER_HOST", boot.docker_host)
-        wheelhouse = ensure_wheelhouse(boot.cache_dir, marker_environments(boot))
+        markers = marker_environments(boot)
+        wheelhouse = ensure_wheelhouse(boot.cache_dir, markers)
+        if UPSTREAM_BUNDLE.is_file():  # else the tests that build it say it is missing
+            ensure_upstream_wheels(boot.cache_dir, markers, UPSTREAM_BUNDLE)
         tools = tools_python(boot.cache_dir)
         with (
             run_registry(work / "registry") as registry,
