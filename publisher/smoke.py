@@ -39,7 +39,8 @@ UI_IF_PRESENT = "if-present"  # served when there are bundles; none is no failur
 UI_SKIP = "skip"  # not looked at
 UI_MODES = (UI_REQUIRED, UI_IF_PRESENT, UI_SKIP)
 # How long `prefect server start` may take to answer: it migrates a fresh SQLite database
-# first (about 10 s on 2 cores). Bounded so a server that never answers fails the test.
+# first (27-35 s on a loaded 2-core machine, see docs/benchmarks.md). Bounded so that a
+# server that never answers fails the test.
 UI_TIMEOUT = 90
 BUNDLES = ("ui", "ui-v2")  # under prefect/server, as upstream's wheels install them
 
