@@ -40,7 +40,7 @@ UI_SKIP = "skip"  # not looked at
 UI_MODES = (UI_REQUIRED, UI_IF_PRESENT, UI_SKIP)
 # How long `prefect server start` may take to answer: it migrates a fresh SQLite database
 # first, 27-35 s on a 2-core machine at load 6 and 60 s at load 8 (docs/benchmarks.md);
-# at 90 s every image of two concurrent e2e sessions timed out. Bounded so that a server
+# at 90 s every image of three concurrent e2e sessions timed out. Bounded so that a server
 # that never answers fails the test; only such a failure waits this long.
 UI_TIMEOUT = 180
 BUNDLES = ("ui", "ui-v2")  # under prefect/server, as upstream's wheels install them
