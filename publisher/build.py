@@ -172,6 +172,7 @@ class Builder:
     ) -> None:
         self.client = client
         self.pin_base = pin_base
+        self._machine: str | None = None  # the daemon's own, as uname -m says it
         self.matrix = matrix
         self.settings = settings
         self.reporter = reporter
@@ -267,6 +268,7 @@ class Builder:
                 # Checked where the plan names platforms; a daemon building the default
                 # matrix builds for itself, as it always has.
                 machine=machine_of(group.platform) if group.pinned_base else None,
+                ui=self._ui_check(group, local.labels or {}),
             )
         except PublisherError as exc:
             self.reporter.step(subject, f"FAILED: {exc}")
@@ -283,7 +285,7 @@ class Builder:
         self.reporter.step(
             subject,
             f"passed (prefect {result.prefect_version}, Python {result.python_version}, "
-            f"{result.machine}, {size / 1e6:.0f} MB)",
+            f"{result.machine}, {size / 1e6:.0f} MB, {result.ui})",
         )
         return Built(
             image=image,
@@ -412,6 +414,19 @@ class Builder:
         if self.settings.nightly is not None:
             found[labels.UI] = self.settings.nightly.ui
         return found
+
+    def _ui_check(self, group: Group, image_labels: dict[str, str]) -> str:
+        """The UI check for this image (from its labels, so a released core pulled to
+        build on carries its own record); none under emulation, where `prefect server
+        start` takes minutes: the same wheel's UI is checked on the daemon's own platform."""
+        if group.pinned_base and machine_of(group.platform) != self._native_machine():
+            return smoke.UI_SKIP
+        return smoke.ui_check(image_labels)
+
+    def _native_machine(self) -> str:
+        if self._machine is None:
+            self._machine = docker_client.machine(self.client)
+        return self._machine
 
     def _extras_elsewhere(self, image: Image) -> tuple[str, ...]:
         """Extras other variants of the same package install, which an image without

@@ -76,6 +76,16 @@ def image_identity(client: docker.DockerClient, reference: str) -> str:
         ) from None
 
 
+def machine(client: docker.DockerClient) -> str:
+    """The daemon's own machine (``uname -m``: x86_64, aarch64)."""
+    try:
+        return str(client.info().get("Architecture", ""))
+    except APIError as exc:
+        raise BuildError(f"cannot ask the daemon what it runs on: {_explain(exc)}") from None
+    except CONNECTION_ERRORS as exc:
+        raise lost(exc) from None
+
+
 def has_image(client: docker.DockerClient, reference: str) -> bool:
     try:
         client.images.get(reference)
@@ -172,6 +182,7 @@ def run(
     env: dict[str, str] | None = None,
     volumes: dict[str, dict[str, str]] | None = None,
     user: str | None = None,
+    network_mode: str = "host",  # so an index or registry on the host's loopback answers
 ) -> tuple[int, str]:
     """Run a container to completion; return its exit code and combined output."""
     try:
@@ -179,7 +190,7 @@ def run(
             image,
             command,
             environment=env or {},
-            network_mode="host",  # so an index or registry on the host's loopback answers
+            network_mode=network_mode,
             volumes=volumes or {},
             user=user or "",
         )

@@ -5,6 +5,16 @@ entrypoint.sh) and waited for: a test started detached can never fail. Inside it
 probe runs `prefect version` (so the CLI really starts), reads what PID 1 is, asks the
 image's own Python for its version and for which extras' packages are installed, and
 prints all of it as one JSON document. The checks on that report are pure functions.
+
+The UI, what most users of the image start it for, is checked the way they use it: the
+probe looks for the installed bundles (``prefect/server/ui``, ``prefect/server/ui-v2``)
+and, when there are any, runs `prefect server start` on 127.0.0.1 with a throwaway
+PREFECT_HOME and asks it for ``/`` with Python's urllib, as a browser would, for a bounded
+time. The container has no network but its own loopback, so no port is published and none
+can collide. Whether a missing UI is a failure is decided from the image's labels
+(`ui_check`): a nightly whose UI was built must have it, one built with --no-ui is not
+checked, and a release is checked when its wheel carries the bundles (Prefect 3 does,
+Prefect 0.14 had no server UI).
 """
 
 from __future__ import annotations
@@ -12,22 +22,34 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import docker
 
-from . import docker_client
+from . import docker_client, labels
 from .errors import BuildError
 
 REPORT_MARKER = "publisher-smoke-report: "
+
+# How the UI is checked (the probe's --ui=MODE).
+UI_REQUIRED = "required"  # bundles must be there and served
+UI_IF_PRESENT = "if-present"  # served when there are bundles; none is no failure
+UI_SKIP = "skip"  # not looked at
+UI_MODES = (UI_REQUIRED, UI_IF_PRESENT, UI_SKIP)
+# How long `prefect server start` may take to answer: it migrates a fresh SQLite database
+# first, 27-35 s on a 2-core machine at load 6 and 60 s at load 8 (docs/benchmarks.md);
+# at 90 s every image of three concurrent e2e sessions timed out. Bounded so that a server
+# that never answers fails the test; only such a failure waits this long.
+UI_TIMEOUT = 180
+BUNDLES = ("ui", "ui-v2")  # under prefect/server, as upstream's wheels install them
 
 # Runs inside the image with its own Python, as the container's command. pip vendors
 # `packaging`, so the extra markers of prefect's requirements are evaluated exactly as
 # pip evaluated them. It always prints a report; the checks decide what is wrong.
 _PROBE = r"""
-import json, platform, subprocess, sys
+import json, os, platform, socket, subprocess, sys, tempfile, time
 
 def read(path, binary=False):
     try:
@@ -71,6 +93,92 @@ def extras(wanted):
         report[extra] = {"packages": names, "installed": [n for n in names if installed(n)]}
     return report
 
+def server_dir():
+    import importlib.util
+    spec = importlib.util.find_spec("prefect")
+    return os.path.join(os.path.dirname(spec.origin), "server")
+
+class Server:
+    # `prefect server start` on a free loopback port with a throwaway PREFECT_HOME. Started
+    # before the other checks run, so that it boots meanwhile.
+    def __init__(self):
+        self.home = tempfile.mkdtemp(prefix="prefect-home-")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        env = dict(os.environ, PREFECT_HOME=self.home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        self.log = open(os.path.join(self.home, "server.log"), "w+")
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )
+
+    def get(self, timeout):
+        # Poll `GET /` until it answers or ``timeout`` s after the start; then stop the server.
+        import urllib.error, urllib.request
+        found = {"status": None, "error": "no answer within %d s" % timeout}
+        try:
+            while time.monotonic() - self.started < timeout:
+                if self.process.poll() is not None:
+                    found["error"] = "exited with %d before it answered" % self.process.returncode
+                    break
+                request = urllib.request.Request(
+                    "http://127.0.0.1:%d/" % self.port, headers={"Accept": "text/html"}
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        status, url, headers = response.status, response.geturl(), response.headers
+                        body = response.read(65536)
+                except urllib.error.HTTPError as exc:
+                    status, url, headers = exc.code, exc.geturl(), exc.headers
+                    body = exc.read(65536)
+                except (OSError, ValueError):
+                    time.sleep(0.5)  # not listening yet
+                    continue
+                found = {
+                    "status": status,
+                    "url": url,
+                    "content_type": headers.get("Content-Type", ""),
+                    "body": body.decode("utf-8", "replace"),
+                }
+                break
+        finally:
+            found["seconds"] = round(time.monotonic() - self.started, 2)
+            self.stop()
+            self.log.seek(0)
+            found["output"] = self.log.read()[-4000:]
+        return found
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+def ui_bundles(mode):
+    bundles = {}
+    if mode != "skip":
+        server = server_dir()
+        for name in BUNDLES:
+            folder = os.path.join(server, name)
+            if os.path.isdir(folder):
+                bundles[name] = read(os.path.join(folder, "index.html"))
+    return bundles
+
+args = sys.argv[1:]
+ui_mode = args.pop(0).split("=", 1)[1] if args and args[0].startswith("--ui=") else "skip"
+ui_report, server = {"bundles": {}, "served": None}, None
+try:
+    ui_report["bundles"] = ui_bundles(ui_mode)
+    if any(ui_report["bundles"].values()):
+        server = Server()
+except Exception as exc:
+    ui_report = None
+    ui_error = f"{type(exc).__name__}: {exc}"
 cmdline = read("/proc/1/cmdline", binary=True).split(b"\0")
 report = {
     "pid1": {
@@ -82,13 +190,28 @@ report = {
     "prefect": prefect_version(),
     "extras": {},
 }
-if sys.argv[1:]:
+if args:
     try:
-        report["extras"] = extras(sys.argv[1:])
+        report["extras"] = extras(args)
     except Exception as exc:
         report["extras_error"] = f"{type(exc).__name__}: {exc}"
+if server is not None:
+    try:
+        ui_report["served"] = server.get(UI_TIMEOUT)
+    except Exception as exc:
+        server.stop()
+        ui_report, ui_error = None, f"{type(exc).__name__}: {exc}"
+if ui_report is None:
+    report["ui_error"] = ui_error
+else:
+    report["ui"] = ui_report
 print(MARKER + json.dumps(report), flush=True)
-""".replace("MARKER", repr(REPORT_MARKER))
+"""
+_PROBE = (
+    _PROBE.replace("MARKER", repr(REPORT_MARKER))
+    .replace("UI_TIMEOUT", str(UI_TIMEOUT))
+    .replace("BUNDLES", repr(BUNDLES))
+)
 
 _VERSION_LINE = re.compile(r"^\s*Version:\s*(\S+)", re.MULTILINE)
 
@@ -98,6 +221,7 @@ class SmokeResult:
     prefect_version: str
     python_version: str
     machine: str = ""
+    ui: str = ""  # what the UI check found, for the progress line ("UI served in 9 s")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +241,44 @@ class Report:
     prefect_output: str
     extras: Mapping[str, Extra]
     extras_error: str | None = None
+    ui: UiReport | None = None  # None: the probe's UI part failed to run (ui_error says why)
+    ui_error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Served:
+    """What `prefect server start` answered to `GET /` (``status`` None: it never did)."""
+
+    status: int | None
+    seconds: float  # from starting the server to its answer (or giving up)
+    error: str = ""  # why there is no answer
+    url: str = ""  # after redirects (Prefect 3 sends `/` on to the preferred UI's base)
+    content_type: str = ""
+    body: str = ""
+    output: str = ""  # the end of the server's output
+
+
+@dataclass(frozen=True, kw_only=True)
+class UiReport:
+    bundles: Mapping[str, str]  # bundle found under prefect/server -> its index.html ("": none)
+    served: Served | None  # None: the server was not started
+
+
+def ui_check(image_labels: Mapping[str, str]) -> str:
+    """How to check an image's UI, from its labels.
+
+    A nightly records whether its UI was built: built means the bundles must be there (a
+    UI build that did not reach the image fails before anything is pushed), skipped
+    (--no-ui) means there is nothing to look for. Anything else (a release, or a nightly
+    of a source without UI projects, such as an sdist that ships built bundles) is checked
+    when the installed prefect carries bundles: Prefect 3's wheels do, 0.14's have none.
+    """
+    state = image_labels.get(labels.UI)
+    if state == labels.UI_BUILT:
+        return UI_REQUIRED
+    if state == labels.UI_SKIPPED:
+        return UI_SKIP
+    return UI_IF_PRESENT
 
 
 def check(
@@ -127,15 +289,23 @@ def check(
     prefect_version: str | None,
     extras_present: Sequence[str],
     extras_absent: Sequence[str],
+    ui: str,
     machine: str | None = None,
 ) -> SmokeResult:
     """Raise BuildError naming the first check that fails.
 
     ``prefect_version`` None accepts whatever version the image reports (nightly builds
-    learn their version from the build).
+    learn their version from the build). ``ui`` is one of UI_MODES (see ``ui_check``).
     """
+    if ui not in UI_MODES:
+        raise ValueError(f"unknown UI check {ui!r}")
     code, output = docker_client.run(
-        client, image, ["python", "-c", _PROBE, *extras_present, *extras_absent]
+        client,
+        image,
+        ["python", "-c", _PROBE, f"--ui={ui}", *extras_present, *extras_absent],
+        # Nothing the probe does needs a network: the server it starts answers on the
+        # container's own loopback, so its port can collide with nothing on the host.
+        network_mode="none",
     )
     return verify(
         parse_report(code, output),
@@ -143,6 +313,7 @@ def check(
         prefect_version=prefect_version,
         extras_present=extras_present,
         extras_absent=extras_absent,
+        ui=ui,
         machine=machine,
     )
 
@@ -168,9 +339,29 @@ def parse_report(code: int, output: str) -> Report:
                 for name, entry in document["extras"].items()
             },
             extras_error=document.get("extras_error"),
+            ui=_ui_report(document["ui"]) if "ui" in document else None,
+            ui_error=document.get("ui_error"),
         )
     except (ValueError, LookupError, TypeError, AttributeError) as exc:
         raise BuildError(f"the smoke probe's report is malformed: {exc!r}") from None
+
+
+def _ui_report(document: Mapping[str, Any]) -> UiReport:
+    served = document["served"]
+    return UiReport(
+        bundles={str(name): str(index) for name, index in document["bundles"].items()},
+        served=None
+        if served is None
+        else Served(
+            status=None if served["status"] is None else int(served["status"]),
+            seconds=float(served["seconds"]),
+            error=str(served.get("error", "")) if served["status"] is None else "",
+            url=str(served.get("url", "")),
+            content_type=str(served.get("content_type", "")),
+            body=str(served.get("body", "")),
+            output=str(served.get("output", "")),
+        ),
+    )
 
 
 def verify(
@@ -180,6 +371,7 @@ def verify(
     prefect_version: str | None,
     extras_present: Sequence[str],
     extras_absent: Sequence[str],
+    ui: str = UI_SKIP,
     machine: str | None = None,
 ) -> SmokeResult:
     """Raise BuildError naming the first check the report fails.
@@ -218,7 +410,76 @@ def verify(
             raise BuildError(
                 f"a core image must not carry extra {extra!r}, but has {', '.join(present)}"
             )
-    return SmokeResult(prefect_version=reported, python_version=actual, machine=report.machine)
+    return SmokeResult(
+        prefect_version=reported,
+        python_version=actual,
+        ui=verify_ui(report, ui),
+        machine=report.machine,
+    )
+
+
+# The entry script of a built UI's index.html (Vite writes one module script per page).
+_ENTRY_SCRIPT = re.compile(r"<script\b[^>]*\btype=[\"']module[\"'][^>]*\bsrc=[\"']([^\"']+)[\"']")
+# The element a UI mounts into (`<div id="app">` in ui, `<div id="root">` in ui-v2): what
+# identifies the page when its index.html loads no module script.
+_MOUNT_POINT = re.compile(r"<div\s+id=[\"'](app|root)[\"']")
+
+
+def verify_ui(report: Report, mode: str) -> str:
+    """Raise BuildError when the UI check fails; else say what was checked."""
+    if mode == UI_SKIP:
+        return "UI not checked"
+    if report.ui is None:
+        raise BuildError(f"the UI check failed to run: {report.ui_error or 'no report'}")
+    bundles = report.ui.bundles
+    for name, index in bundles.items():
+        if not index.strip():
+            raise BuildError(f"the UI bundle prefect/server/{name} has no index.html")
+    if not bundles:
+        if mode == UI_REQUIRED:
+            raise BuildError(
+                "the image has no UI bundles (prefect/server/ui, prefect/server/ui-v2), "
+                f"but its UI was built ({labels.UI}={labels.UI_BUILT})"
+            )
+        return "no UI"
+    served = report.ui.served
+    if served is None:
+        raise BuildError("the UI check did not start `prefect server start`")
+    if served.status is None:
+        raise BuildError(
+            f"`prefect server start` did not serve the UI: {served.error}; "
+            f"its output ends: {_last_line(served.output)}"
+        )
+    if served.status != 200:
+        raise BuildError(f"GET / from `prefect server start` answered {served.status}")
+    if "text/html" not in served.content_type.lower():
+        raise BuildError(f"GET / answered {served.content_type or 'no content type'}, not HTML")
+    if not _serves_a_bundle(served.body, bundles.values()):
+        raise BuildError(
+            f"GET / answered a page that is none of the UI bundles' index.html "
+            f"({served.url}: {_first_words(served.body)})"
+        )
+    return f"UI served in {served.seconds:.0f}s ({', '.join(sorted(bundles))})"
+
+
+def _serves_a_bundle(body: str, indexes: Iterable[str]) -> bool:
+    """Whether ``body`` is one of the bundles' index.html, as the server rewrites it.
+
+    The server replaces the base-path placeholder in the copy it serves, so the page is
+    recognised by the file name of its entry script (content-hashed by the UI's build).
+    """
+    for index in indexes:
+        entries = {os.path.basename(src) for src in _ENTRY_SCRIPT.findall(index)}
+        if entries and any(os.path.basename(src) in entries for src in _ENTRY_SCRIPT.findall(body)):
+            return True
+        if not entries and _MOUNT_POINT.search(index) and _MOUNT_POINT.search(body):
+            return True
+    return False
+
+
+def _first_words(text: str, limit: int = 80) -> str:
+    words = " ".join(text.split())
+    return words[:limit] + ("..." if len(words) > limit else "") if words else "(empty)"
 
 
 def _prefect_version(report: Report) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +26,13 @@ from pathlib import Path
 
 import docker
 import requests
+from packaging.utils import parse_wheel_filename
+from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pip vendors the same parser
+    from pip._vendor import tomli as tomllib
 
 HERE = Path(__file__).resolve().parent
 STATE_DIR = Path(os.environ.get("PUBLISHER_TEST_STATE", "/tmp/publisher-bootstrap"))
@@ -47,6 +56,17 @@ HOST_PLATFORM = "linux/amd64"
 ARM64 = "linux/arm64"
 # uname -m (and PEP 508's platform_machine, and manylinux tags' suffix) of each platform.
 MACHINES = {HOST_PLATFORM: "x86_64", ARM64: "aarch64"}
+UPSTREAM_RECIPE = 1
+
+# A trimmed clone of Prefect's main branch (see its README), which the nightly tests build
+# as upstream does (tests/e2e/test_nightly_upstream.py). Its dependencies are not the
+# releases' (python-slugify<9, for one), so the index serves their closure too, resolved
+# for the one Python its nightly image is built on.
+UPSTREAM_BUNDLE = Path(
+    os.environ.get("PUBLISHER_UPSTREAM_BUNDLE")
+    or HERE.parents[1] / "shared" / "upstream" / "prefect-main-3.8.4.dev6.bundle"
+)
+UPSTREAM_PYTHON = "3.13"
 
 STARTUP_TIMEOUT = 30.0
 
@@ -336,9 +356,15 @@ def ensure_wheelhouse(
 
 
 def bootstrap_wheelhouse(boot: Bootstrap) -> Path:
-    """``ensure_wheelhouse`` for every base the bootstrap made, amd64 and arm64."""
+    """``ensure_wheelhouse`` for every base the bootstrap made, amd64 and arm64, and the
+    upstream source's dependencies when its bundle is there (else the tests that build it
+    say it is missing)."""
+    markers = marker_environments(boot)
     arm64 = marker_environments(boot, ARM64) if boot.multi_platform_pythons else {}
-    return ensure_wheelhouse(boot.cache_dir, marker_environments(boot), arm64)
+    wheelhouse = ensure_wheelhouse(boot.cache_dir, markers, arm64)
+    if UPSTREAM_BUNDLE.is_file():
+        ensure_upstream_wheels(boot.cache_dir, markers, UPSTREAM_BUNDLE)
+    return wheelhouse
 
 
 def _arm64_jobs(cache: Path, markers: Mapping[str, dict[str, str]]) -> dict[str, list[str]]:
@@ -354,6 +380,85 @@ def _arm64_jobs(cache: Path, markers: Mapping[str, dict[str, str]]) -> dict[str,
                 target = [str(HERE / "pip_for_target.py"), str(marker_file)]
                 jobs[name] = [*target, "download", *wheel_flags(py, "aarch64"), req]
     return jobs
+
+
+def upstream_requirements(bundle: Path, ref: str = "main") -> list[str]:
+    """The ``[project] dependencies`` of pyproject.toml at ``ref`` of a git bundle."""
+    with tempfile.TemporaryDirectory(prefix="upstream-") as tmp:
+        clone = Path(tmp) / "clone.git"
+        subprocess.run(
+            ["git", "clone", "--quiet", "--bare", str(bundle), str(clone)],
+            check=True,
+            capture_output=True,
+        )
+        shown = subprocess.run(
+            ["git", "--git-dir", str(clone), "show", f"{ref}:pyproject.toml"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return [str(r) for r in tomllib.loads(shown.stdout)["project"]["dependencies"]]
+
+
+def ensure_upstream_wheels(cache: Path, markers: dict[str, dict[str, str]], bundle: Path) -> None:
+    """Add the closure of the upstream source's dependencies to the wheelhouse.
+
+    Beside ``ensure_wheelhouse``'s downloads, with a stamp of its own, so that the release
+    wheelhouse is neither re-downloaded for it nor changed by it: every package already
+    there is capped at the newest version there (a constraints file), so the upstream
+    resolve adds older versions (python-slugify 8) and new projects, never a newer
+    version that the releases' images would then pick up. cp313 / linux x86_64 only,
+    with that image's marker environment (see ``ensure_wheelhouse``).
+    """
+    wheelhouse = cache / "wheelhouse"
+    stamp = cache / "wheelhouse-upstream.stamp"
+    requirements = upstream_requirements(bundle)
+    env = markers[UPSTREAM_PYTHON]
+    want = (
+        f"recipe={UPSTREAM_RECIPE} {UPSTREAM_PYTHON}={env['python_full_version']}"
+        f" requirements={hashlib.sha256(json.dumps(requirements).encode()).hexdigest()[:16]}"
+    )
+    with _locked(cache / "wheelhouse.lock"):
+        if stamp.exists():
+            recorded, *files = stamp.read_text().splitlines()
+            if recorded == want and all((wheelhouse / name).exists() for name in files):
+                return
+        python = tools_python(cache)
+        work = cache / "wheelhouse-upstream.parts"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        newest: dict[str, Version] = {}
+        for wheel in wheelhouse.glob("*.whl"):
+            name, version, _, _ = parse_wheel_filename(wheel.name)
+            newest[name] = max(version, newest.get(name, version))
+        (work / "constraints.txt").write_text(
+            "".join(f"{name}<={version}\n" for name, version in sorted(newest.items()))
+        )
+        (work / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
+        marker_file = work / "markers.json"
+        marker_file.write_text(json.dumps(env, sort_keys=True))
+        args = [
+            str(python),
+            str(HERE / "pip_for_target.py"),
+            str(marker_file),
+            "download",
+            *wheel_flags(UPSTREAM_PYTHON),
+            "--constraint",
+            str(work / "constraints.txt"),
+            "--requirement",
+            str(work / "requirements.txt"),
+            "--dest",
+            str(work / "wheels"),
+        ]
+        result = subprocess.run(args, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        files = sorted(path.name for path in (work / "wheels").iterdir())
+        for name in files:
+            if not (wheelhouse / name).exists():
+                (work / "wheels" / name).rename(wheelhouse / name)
+        shutil.rmtree(work)
+        stamp.write_text("\n".join([want, *files]) + "\n")
 
 
 def _complete(wheelhouse: Path) -> bool:

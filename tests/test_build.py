@@ -110,6 +110,9 @@ class FakeClient:
     def close(self) -> None:
         self.closed = True
 
+    def info(self) -> dict[str, str]:
+        return {"Architecture": "x86_64"}
+
 
 # -- recording stand-ins for what needs a daemon or an index --------------------------------
 
@@ -148,7 +151,7 @@ class Daemon:
         self.builds.append(kw)
         ident = digest_of("built " + kw["tag"])
         if kw["dockerfile"] not in self.untagged:
-            client.add(kw["tag"], ident, Size=250_000_000)
+            client.add(kw["tag"], ident, Size=250_000_000, Labels=kw["labels"])
         return ident
 
     def download(
@@ -402,6 +405,8 @@ def test_a_group_builds_core_then_extras_from_it(
 
     # The core image must not carry the extras other variants install; the full one must.
     smoke_core, smoke_full = daemon.smokes
+    # A release's UI is checked when its wheel carries one.
+    assert smoke_core["ui"] == smoke_full["ui"] == smoke.UI_IF_PRESENT
     assert (smoke_core["extras_present"], smoke_core["extras_absent"]) == ((), ("docker",))
     assert (smoke_full["extras_present"], smoke_full["extras_absent"]) == (("docker",), ())
     assert smoke_full["image"] == results[1].local_id
@@ -586,11 +591,29 @@ def test_a_nightly_installs_its_own_wheel_and_records_its_commit(
     (core,) = daemon.built(CORE_DOCKERFILE)
     assert core["labels"][labels.REVISION] == revision
     assert core["labels"][labels.UI] == labels.UI_SKIPPED
+    assert [s["ui"] for s in daemon.smokes] == [smoke.UI_SKIP, smoke.UI_SKIP]
     assert core["buildargs"] == {"BASE_IMAGE": "mirror.example/python:3.13-slim"}
     recorded = Inputs.from_label(core["labels"][labels.INPUTS])
     assert recorded is not None and recorded.buildargs["SOURCE_REVISION"] == revision
     # A base image known only by its local id is identified by it.
     assert recorded.base_id == digest_of("mirror")
+
+
+def test_a_nightly_built_with_its_ui_must_serve_it(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    wheel = tiny_wheel(tmp_path / "dist", "prefect", "3.10.0.dev1", {"prefect/__init__.py": ""})
+    builder = make_builder(
+        client, matrix, tmp_path, nightly=NightlySource(wheel=wheel, revision="f" * 40)
+    )
+    daemon.fail_smoke = lambda call: (
+        "the image has no UI bundles" if call["ui"] == smoke.UI_REQUIRED else ""
+    )
+
+    results = builder.build(group_of(matrix, "3.9.1", "3.13"))
+
+    assert [s["ui"] for s in daemon.smokes] == [smoke.UI_REQUIRED, smoke.UI_REQUIRED]
+    assert [r.error for r in results] == ["the image has no UI bundles"] * 2
 
 
 def test_a_missing_base_image_is_pulled(matrix: Matrix, daemon: Daemon, tmp_path: Path) -> None:
@@ -942,6 +965,8 @@ def test_a_platform_group_builds_on_the_base_pinned_for_its_platform(
     assert cores[0]["tag"] != cores[1]["tag"]
     assert daemon.resolutions[2]["base_image"] == arm
     assert [s["machine"] for s in daemon.smokes] == ["x86_64"] * 2 + ["aarch64"] * 2
+    # The UI server is checked on the daemon's own platform only: emulated, it takes minutes.
+    assert [s["ui"] for s in daemon.smokes] == [smoke.UI_IF_PRESENT] * 2 + [smoke.UI_SKIP] * 2
 
 
 def test_a_platform_failure_names_the_platform(

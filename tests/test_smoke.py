@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from publisher import smoke
+from publisher import labels, smoke
 from publisher.errors import BuildError
 
 PREFECT_3_OUTPUT = """\
@@ -16,6 +16,37 @@ API version:         0.8.4
 Python version:      3.13.5
 Server type:         ephemeral
 """
+
+
+# Shortened from prefect 3.9.1's bundles: ui mounts into <div id="app">, ui-v2 into
+# <div id="root">; each loads one content-hashed module script.
+PLACEHOLDER = "/PREFECT_UI_SERVE_BASE_REPLACE_PLACEHOLDER"
+UI_INDEX = (
+    '<!DOCTYPE html><html lang="en"><head><title>Prefect Server</title>\n'
+    f'<script type="module" crossorigin src="{PLACEHOLDER}/assets/index-Bny_92F-.js"></script>\n'
+    '</head><body><div id="app"></div></body></html>'
+)
+UI_V2_INDEX = (
+    '<!DOCTYPE html><html lang="en"><head><title>Prefect Server</title>\n'
+    f'<script type="module" crossorigin src="{PLACEHOLDER}/assets/index-DcpMCR-U.js"></script>\n'
+    f'<link rel="modulepreload" crossorigin href="{PLACEHOLDER}/assets/vendor-react-PLCm.js">\n'
+    '</head><body><div id="root"></div></body></html>'
+)
+# What the server answers for `/`: ui-v2's page, its placeholder replaced by the base path.
+SERVED_V2 = UI_V2_INDEX.replace(PLACEHOLDER, "/v2")
+
+
+def served(**changes: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "status": 200,
+        "url": "http://127.0.0.1:41234/v2/",
+        "content_type": "text/html; charset=utf-8",
+        "body": SERVED_V2,
+        "seconds": 8.4,
+        "output": "Check out the dashboard at http://127.0.0.1:41234\n",
+    }
+    answer.update(changes)
+    return answer
 
 
 def report_document(**changes: Any) -> dict[str, Any]:
@@ -28,6 +59,7 @@ def report_document(**changes: Any) -> dict[str, Any]:
             "docker": {"packages": ["docker"], "installed": ["docker"]},
             "aws": {"packages": ["boto3", "s3fs"], "installed": []},
         },
+        "ui": {"bundles": {"ui": UI_INDEX, "ui-v2": UI_V2_INDEX}, "served": served()},
     }
     document.update(changes)
     return document
@@ -69,6 +101,7 @@ def check(**overrides: Any) -> smoke.SmokeResult:
         "prefect_version": "3.9.1",
         "extras_present": ["docker"],
         "extras_absent": ["aws"],
+        "ui": smoke.UI_IF_PRESENT,
     }
     arguments.update(overrides)
     return smoke.check(object(), "sha256:image", **arguments)  # type: ignore[arg-type]
@@ -78,15 +111,153 @@ def test_one_container_through_the_entrypoint_checks_everything(fake_run: Any) -
     fake = fake_run(output=container_output(report_document(), noise="+pip install x\n"))
 
     assert check() == smoke.SmokeResult(
-        prefect_version="3.9.1", python_version="3.13.5", machine="x86_64"
+        prefect_version="3.9.1",
+        python_version="3.13.5",
+        ui="UI served in 8s (ui, ui-v2)",
+        machine="x86_64",
     )
 
     assert len(fake.calls) == 1
     image, command, options = fake.calls[0]
     assert image == "sha256:image"
-    assert command[:2] == ["python", "-c"] and command[3:] == ["docker", "aws"]
+    assert command[:2] == ["python", "-c"] and command[3:] == ["--ui=if-present", "docker", "aws"]
     # The image's own entrypoint (tini + entrypoint.sh) must start the probe.
     assert options.get("entrypoint") is None
+    # The server the probe starts answers on the container's own loopback only.
+    assert options["network_mode"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("image_labels", "mode"),
+    [
+        ({labels.UI: labels.UI_BUILT}, smoke.UI_REQUIRED),
+        ({labels.UI: labels.UI_SKIPPED}, smoke.UI_SKIP),
+        # A nightly of a source without UI projects (an sdist may ship built bundles).
+        ({labels.UI: labels.UI_ABSENT}, smoke.UI_IF_PRESENT),
+        # A release: Prefect 3's wheels carry the bundles, 0.14's have none.
+        ({labels.VERSION: "3.9.1"}, smoke.UI_IF_PRESENT),
+        ({}, smoke.UI_IF_PRESENT),
+    ],
+)
+def test_whether_the_ui_must_be_there_comes_from_the_image_labels(
+    image_labels: dict[str, str], mode: str
+) -> None:
+    assert smoke.ui_check(image_labels) == mode
+
+
+def test_an_unknown_ui_mode_is_a_programming_error(fake_run: Any) -> None:
+    fake = fake_run()
+    with pytest.raises(ValueError, match="unknown UI check 'maybe'"):
+        check(ui="maybe")
+    assert fake.calls == []
+
+
+def test_a_release_without_ui_bundles_passes_without_starting_a_server(fake_run: Any) -> None:
+    fake_run(ui={"bundles": {}, "served": None})
+
+    assert check().ui == "no UI"
+
+
+def test_a_ui_built_with_no_ui_is_not_looked_at(fake_run: Any) -> None:
+    fake_run(ui={"bundles": {}, "served": None}, ui_error="ValueError: not even run")
+
+    assert check(ui=smoke.UI_SKIP).ui == "UI not checked"
+
+
+def test_the_v1_ui_served_by_an_older_prefect_is_recognised(fake_run: Any) -> None:
+    page = UI_INDEX.replace(PLACEHOLDER, "")
+    fake_run(ui={"bundles": {"ui": UI_INDEX}, "served": served(body=page, url="http://x/")})
+
+    assert check(ui=smoke.UI_REQUIRED).ui == "UI served in 8s (ui)"
+
+
+def test_a_ui_without_module_scripts_is_recognised_by_its_mount_point(fake_run: Any) -> None:
+    index = '<html><body><div id="app"></div><script src="/app.js"></script></body></html>'
+    fake_run(ui={"bundles": {"ui": index}, "served": served(body=index)})
+    assert check().ui.startswith("UI served")
+
+    fake_run(ui={"bundles": {"ui": index}, "served": served(body="<html>Welcome</html>")})
+    with pytest.raises(BuildError, match=r"none of the UI bundles' index\.html"):
+        check()
+
+
+@pytest.mark.parametrize(
+    ("ui", "mode", "message"),
+    [
+        (
+            {"bundles": {}, "served": None},
+            smoke.UI_REQUIRED,
+            r"the image has no UI bundles \(prefect/server/ui, prefect/server/ui-v2\), "
+            r"but its UI was built \(io.prefect.publisher.ui=built\)",
+        ),
+        (
+            {"bundles": {"ui": UI_INDEX, "ui-v2": ""}, "served": served()},
+            smoke.UI_IF_PRESENT,
+            "the UI bundle prefect/server/ui-v2 has no index.html",
+        ),
+        (
+            {"bundles": {"ui": UI_INDEX}, "served": None},
+            smoke.UI_IF_PRESENT,
+            "the UI check did not start `prefect server start`",
+        ),
+        (
+            {
+                "bundles": {"ui-v2": UI_V2_INDEX},
+                "served": served(
+                    status=None,
+                    error="no answer within 90 s",
+                    output="Starting...\nsqlite3.OperationalError: database is locked\n",
+                ),
+            },
+            smoke.UI_REQUIRED,
+            "`prefect server start` did not serve the UI: no answer within 90 s; "
+            "its output ends: sqlite3.OperationalError: database is locked",
+        ),
+        (
+            {"bundles": {"ui-v2": UI_V2_INDEX}, "served": served(status=404, body="Not Found")},
+            smoke.UI_IF_PRESENT,
+            "GET / from `prefect server start` answered 404",
+        ),
+        (
+            {
+                "bundles": {"ui-v2": UI_V2_INDEX},
+                "served": served(content_type="application/json", body='{"detail": "x"}'),
+            },
+            smoke.UI_IF_PRESENT,
+            "GET / answered application/json, not HTML",
+        ),
+        (
+            # A page, but not the bundle's: e.g. a stale copy of another build served.
+            {
+                "bundles": {"ui-v2": UI_V2_INDEX},
+                "served": served(body=SERVED_V2.replace("DcpMCR-U", "0ld")),
+            },
+            smoke.UI_IF_PRESENT,
+            r"GET / answered a page that is none of the UI bundles' index.html "
+            r"\(http://127.0.0.1:41234/v2/: <!DOCTYPE html>",
+        ),
+    ],
+)
+def test_each_failing_ui_check_is_named_in_one_line(
+    fake_run: Any, ui: dict[str, Any], mode: str, message: str
+) -> None:
+    fake_run(ui=ui)
+
+    with pytest.raises(BuildError, match=message) as caught:
+        check(ui=mode)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_probe_whose_ui_part_crashed_fails_unless_the_ui_is_skipped(fake_run: Any) -> None:
+    document = report_document(
+        ui_error="AttributeError: 'NoneType' object has no attribute 'origin'"
+    )
+    del document["ui"]
+    fake_run(output=container_output(document))
+
+    with pytest.raises(BuildError, match="the UI check failed to run: AttributeError"):
+        check()
+    assert check(ui=smoke.UI_SKIP).prefect_version == "3.9.1"
 
 
 def test_parse_report_reads_pid1_from_cmdline_or_comm() -> None:

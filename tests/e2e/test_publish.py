@@ -3,14 +3,19 @@ back, and the images that were pushed are run."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
+from publisher import labels, smoke
+from publisher.errors import BuildError
 from publisher.registry import Credentials, RegistryClient
 from tests.helpers import assert_one_error_line
 from tests.registry_server import run_registry
@@ -97,6 +102,90 @@ def test_each_image_reports_its_planned_versions(
         assert "Version:" in out and image.prefect_version in out.split()
         py = docker_client.containers.run(ref, ["python", "--version"], remove=True).decode()
         assert py.startswith(f"Python {image.python_version}.")
+
+
+def test_every_image_served_its_ui_in_the_smoke_test(published: Published) -> None:
+    # Prefect 3.9's wheels carry both bundles, so each release image is checked with them.
+    for image in published.plan.images:
+        line = re.search(rf"{re.escape(image.id)}: passed \(.*\)$", published.result.stderr, re.M)
+        assert line, f"no smoke test result for {image.id}:\n{published.result.stderr}"
+        assert re.search(r", UI served in \d+s \(ui, ui-v2\)\)$", line.group(0)), line.group(0)
+
+
+# Where the image's prefect package is; the Dockerfile lines below change it as a broken
+# build would have left it.
+FIND_PREFECT = (
+    "import importlib.util as u, os; print(os.path.dirname(u.find_spec('prefect').origin))"
+)
+
+
+def in_prefect(command: str) -> str:
+    """A RUN line running ``command`` with $p set to the installed prefect package."""
+    return f'RUN p="$(python -c "{FIND_PREFECT}")" && {command}'
+
+
+@pytest.fixture
+def derived(
+    published: Published, docker_client: docker.DockerClient
+) -> Iterator[Callable[[str], str]]:
+    """Build images FROM the published core image with Dockerfile lines added; removed after."""
+    base = published.reference("core")
+    docker_client.images.pull(base)
+    made: list[str] = []
+
+    def build(lines: str) -> str:
+        tag = f"publisher-e2e-broken-ui:{uuid.uuid4().hex[:12]}"
+        dockerfile = f"FROM {base}\n{lines}\n".encode()
+        docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
+        made.append(tag)
+        return tag
+
+    yield build
+    for tag in made:
+        docker_client.images.remove(tag, force=True)
+
+
+def _smoke(client: docker.DockerClient, image: str) -> smoke.SmokeResult:
+    return smoke.check(
+        client,
+        image,
+        python="3.13",
+        prefect_version=None,
+        extras_present=(),
+        extras_absent=(),
+        ui=smoke.ui_check(client.images.get(image).labels or {}),
+    )
+
+
+def test_a_nightly_whose_ui_was_built_but_is_missing_fails_its_smoke_test(
+    derived: Callable[[str], str], docker_client: docker.DockerClient
+) -> None:
+    gone = derived(
+        in_prefect('rm -r "$p/server/ui" "$p/server/ui-v2"')
+        + f"\nLABEL {labels.UI}={labels.UI_BUILT}"
+    )
+    with pytest.raises(BuildError, match="the image has no UI bundles"):
+        _smoke(docker_client, gone)
+    # Without the label it is an image without a UI, like Prefect 0.14's.
+    unlabelled = derived(in_prefect('rm -r "$p/server/ui" "$p/server/ui-v2"'))
+    assert _smoke(docker_client, unlabelled).ui == "no UI"
+
+
+def test_a_release_whose_ui_bundle_is_broken_fails_its_smoke_test(
+    derived: Callable[[str], str], docker_client: docker.DockerClient
+) -> None:
+    no_index = derived(in_prefect('rm "$p/server/ui-v2/index.html"'))
+    with pytest.raises(BuildError, match=r"prefect/server/ui-v2 has no index\.html"):
+        _smoke(docker_client, no_index)
+
+
+def test_a_release_whose_server_does_not_serve_its_ui_fails_its_smoke_test(
+    derived: Callable[[str], str], docker_client: docker.DockerClient
+) -> None:
+    # The bundles are installed, but the server is told not to serve them.
+    disabled = derived("ENV PREFECT_UI_ENABLED=false")
+    with pytest.raises(BuildError, match=r"GET / from `prefect server start` answered 404"):
+        _smoke(docker_client, disabled)
 
 
 def test_tini_is_pid_1(published: Published) -> None:
