@@ -192,7 +192,7 @@ def build_wheel(
         env={"TZ": "UTC"},
     ).strip()
     env = dict(os.environ)
-    ui_state = _ui(source, checkout, reporter)
+    ui_state = _ui(source, checkout, reporter, index)
     if ui_state == labels.UI_BUILT:
         # As upstream's Dockerfile: a bundle that did not make it into the wheel fails it.
         env[ui.REQUIRE_BUNDLES] = "1"
@@ -235,7 +235,7 @@ def build_wheel(
     )
 
 
-def _ui(source: Source, checkout: Path, reporter: Reporter | None) -> str:
+def _ui(source: Source, checkout: Path, reporter: Reporter | None, index: IndexOptions) -> str:
     """Build the checkout's UI bundles when asked to; what the image's label records."""
     if not ui.projects(checkout):
         return labels.UI_ABSENT
@@ -243,7 +243,7 @@ def _ui(source: Source, checkout: Path, reporter: Reporter | None) -> str:
         if reporter:
             reporter.step("ui", "skipped (--no-ui): the wheel has no UI bundles")
         return labels.UI_SKIPPED
-    ui.build(checkout, reporter)
+    ui.build(checkout, reporter, index=index)
     return labels.UI_BUILT
 
 

