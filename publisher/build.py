@@ -269,6 +269,7 @@ class Builder:
                 # matrix builds for itself, as it always has.
                 machine=machine_of(group.platform) if group.pinned_base else None,
                 ui=self._ui_check(group, local.labels or {}),
+                package=image.package,
             )
         except PublisherError as exc:
             self.reporter.step(subject, f"FAILED: {exc}")

@@ -58,16 +58,18 @@ def read(path, binary=False):
     except OSError:
         return b"" if binary else ""
 
-def prefect_version():
+def prefect_version(package):
+    # prefect-client installs the `prefect` module but no `prefect` command.
+    command = ["prefect", "version"]
+    if package != "prefect":
+        command = [sys.executable, "-c", "import prefect; print('Version: ' + prefect.__version__)"]
     try:
-        done = subprocess.run(
-            ["prefect", "version"], capture_output=True, text=True, timeout=600
-        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.SubprocessError) as exc:
         return {"code": 127, "output": f"{type(exc).__name__}: {exc}"}
     return {"code": done.returncode, "output": done.stdout + done.stderr}
 
-def extras(wanted):
+def extras(wanted, package):
     from importlib import metadata
     from pip._vendor.packaging.requirements import Requirement
 
@@ -78,7 +80,7 @@ def extras(wanted):
         except metadata.PackageNotFoundError:
             return False
 
-    requirements = [Requirement(r) for r in (metadata.requires("prefect") or [])]
+    requirements = [Requirement(r) for r in (metadata.requires(package) or [])]
     base = {
         r.name.lower() for r in requirements
         if r.marker is None or r.marker.evaluate({"extra": ""})
@@ -171,6 +173,7 @@ def ui_bundles(mode):
 
 args = sys.argv[1:]
 ui_mode = args.pop(0).split("=", 1)[1] if args and args[0].startswith("--ui=") else "skip"
+package = args.pop(0).split("=", 1)[1] if args and args[0].startswith("--package=") else "prefect"
 ui_report, server = {"bundles": {}, "served": None}, None
 try:
     ui_report["bundles"] = ui_bundles(ui_mode)
@@ -187,12 +190,12 @@ report = {
     },
     "python": platform.python_version(),
     "machine": platform.machine(),
-    "prefect": prefect_version(),
+    "prefect": prefect_version(package),
     "extras": {},
 }
 if args:
     try:
-        report["extras"] = extras(args)
+        report["extras"] = extras(args, package)
     except Exception as exc:
         report["extras_error"] = f"{type(exc).__name__}: {exc}"
 if server is not None:
@@ -281,6 +284,10 @@ def ui_check(image_labels: Mapping[str, str]) -> str:
     return UI_IF_PRESENT
 
 
+def _probe_command(ui: str, package: str) -> list[str]:
+    return ["python", "-c", _PROBE, f"--ui={ui}", f"--package={package}"]
+
+
 def check(
     client: docker.DockerClient,
     image: str,
@@ -291,18 +298,21 @@ def check(
     extras_absent: Sequence[str],
     ui: str,
     machine: str | None = None,
+    package: str = "prefect",
 ) -> SmokeResult:
     """Raise BuildError naming the first check that fails.
 
     ``prefect_version`` None accepts whatever version the image reports (nightly builds
     learn their version from the build). ``ui`` is one of UI_MODES (see ``ui_check``).
+    ``package`` is the distribution installed: prefect-client has no `prefect` command, so
+    its version is read from the module, and its extras from its own metadata.
     """
     if ui not in UI_MODES:
         raise ValueError(f"unknown UI check {ui!r}")
     code, output = docker_client.run(
         client,
         image,
-        ["python", "-c", _PROBE, f"--ui={ui}", *extras_present, *extras_absent],
+        [*_probe_command(ui, package), *extras_present, *extras_absent],
         # Nothing the probe does needs a network: the server it starts answers on the
         # container's own loopback, so its port can collide with nothing on the host.
         network_mode="none",

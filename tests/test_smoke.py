@@ -120,7 +120,12 @@ def test_one_container_through_the_entrypoint_checks_everything(fake_run: Any) -
     assert len(fake.calls) == 1
     image, command, options = fake.calls[0]
     assert image == "sha256:image"
-    assert command[:2] == ["python", "-c"] and command[3:] == ["--ui=if-present", "docker", "aws"]
+    assert command[:2] == ["python", "-c"] and command[3:] == [
+        "--ui=if-present",
+        "--package=prefect",
+        "docker",
+        "aws",
+    ]
     # The image's own entrypoint (tini + entrypoint.sh) must start the probe.
     assert options.get("entrypoint") is None
     # The server the probe starts answers on the container's own loopback only.
@@ -383,3 +388,12 @@ def test_a_probe_that_did_not_report_is_one_line(
     with pytest.raises(BuildError, match=message) as caught:
         check()
     assert "\n" not in str(caught.value)
+
+
+def test_a_client_image_is_asked_for_its_own_package(fake_run: Any) -> None:
+    fake = fake_run()
+    check(package="prefect-client", extras_present=[], extras_absent=[])
+    (_, command, _) = fake.calls[0]
+    assert command[3:] == ["--ui=if-present", "--package=prefect-client"]
+    # prefect-client installs the module, not the `prefect` command.
+    assert "import prefect; print('Version: ' + prefect.__version__)" in command[2]
