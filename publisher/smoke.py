@@ -337,7 +337,7 @@ def parse_report(code: int, output: str) -> Report:
         document: dict[str, Any] = json.loads(lines[-1].removeprefix(REPORT_MARKER))
         cmdline, comm = document["pid1"]["cmdline"], document["pid1"]["comm"]
         return Report(
-            pid1=os.path.basename(cmdline[0]) if cmdline else str(comm),
+            pid1=_program(cmdline) if cmdline else str(comm),
             python_version=str(document["python"]),
             machine=str(document.get("machine", "")),
             prefect_exit_code=int(document["prefect"]["code"]),
@@ -490,6 +490,17 @@ def _serves_a_bundle(body: str, indexes: Iterable[str]) -> bool:
 def _first_words(text: str, limit: int = 80) -> str:
     words = " ".join(text.split())
     return words[:limit] + ("..." if len(words) > limit else "") if words else "(empty)"
+
+
+def _program(cmdline: list[str]) -> str:
+    """The program a command line runs. Under QEMU user emulation (binfmt_misc with the P
+    flag, as qemu-user-static registers it) the kernel starts the emulator with the
+    program's path and its own argv[0] after it: PID 1 of an emulated container reads
+    `/usr/libexec/qemu-binfmt/aarch64-binfmt-P /usr/bin/tini tini -g ...`."""
+    name = os.path.basename(cmdline[0])
+    if (name.startswith("qemu-") or "-binfmt-" in name) and len(cmdline) > 1:
+        return os.path.basename(cmdline[1])
+    return name
 
 
 def _prefect_version(report: Report) -> str:

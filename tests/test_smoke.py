@@ -274,6 +274,18 @@ def test_parse_report_reads_pid1_from_cmdline_or_comm() -> None:
     assert smoke.parse_report(0, container_output(by_path)).pid1 == "tini"
     kernel_thread = report_document(pid1={"cmdline": [], "comm": "tini"})
     assert smoke.parse_report(0, container_output(kernel_thread)).pid1 == "tini"
+    # An arm64 container under QEMU, as its /proc/1/cmdline read on this machine.
+    emulated = report_document(
+        pid1={
+            "cmdline": ["/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "/usr/bin/tini", "tini"],
+            "comm": "aarch64-binfmt-P",
+        }
+    )
+    assert smoke.parse_report(0, container_output(emulated)).pid1 == "tini"
+    emulated_shell = report_document(
+        pid1={"cmdline": ["/usr/bin/qemu-aarch64-static", "/bin/sh", "sh"], "comm": "qemu"}
+    )
+    assert smoke.parse_report(0, container_output(emulated_shell)).pid1 == "sh"
 
 
 def test_nightly_accepts_any_version_and_bare_0x_output_is_read(fake_run: Any) -> None:
