@@ -268,7 +268,7 @@ class Builder:
                 # Checked where the plan names platforms; a daemon building the default
                 # matrix builds for itself, as it always has.
                 machine=machine_of(group.platform) if group.pinned_base else None,
-                ui=self._ui_check(group, local.labels or {}),
+                ui=self._ui_check(group, image, local.labels or {}),
                 package=image.package,
             )
         except PublisherError as exc:
@@ -416,11 +416,18 @@ class Builder:
             found[labels.UI] = self.settings.nightly.ui
         return found
 
-    def _ui_check(self, group: Group, image_labels: dict[str, str]) -> str:
+    def _ui_check(self, group: Group, image: Image, image_labels: dict[str, str]) -> str:
         """The UI check for this image (from its labels, so a released core pulled to
-        build on carries its own record); none under emulation, where `prefect server
-        start` takes minutes: the same wheel's UI is checked on the daemon's own platform."""
+        build on carries its own record). The server is started once per core: an image
+        with extras adds packages to a core that was checked (here, or when it was
+        released), and `prefect server start` costs 20-60 s. None under emulation, where
+        it takes minutes: the same wheel's UI is checked on the daemon's own platform."""
         if group.pinned_base and machine_of(group.platform) != self._native_machine():
+            return smoke.UI_SKIP
+        core_checked = group.published_core is not None or any(
+            not other.extras for other in group.images
+        )
+        if image.extras and core_checked:
             return smoke.UI_SKIP
         return smoke.ui_check(image_labels)
 
