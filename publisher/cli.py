@@ -167,11 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _matrix_options(pro)
     _registry_options(pro, required=True)
-    pro.add_argument(
-        "--allow-downgrade",
-        action="store_true",
-        help="let rolling tags move to an older release than the one they name now",
-    )
+    _allow_downgrade_option(pro)
     pro.add_argument(
         "--nightly",
         action="store_true",
@@ -292,6 +288,10 @@ def _policy_options(p: argparse.ArgumentParser) -> None:
         help="rebuild these published images with today's inputs and move their immutable "
         "tags (e.g. after a base image security fix); globs over image ids, repeatable",
     )
+    _allow_downgrade_option(p)
+
+
+def _allow_downgrade_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-downgrade",
         action="store_true",
