@@ -374,7 +374,7 @@ def _report(result: Result) -> int:
         more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
         raise BuildError(
             f"{len(failed)} of {len(result.outcomes)} images failed ({named}{more}); "
-            "nothing was pushed and no rolling tag moved"
+            "nothing was released: no tag was written and no rolling tag moved"
         )
     return 0
 

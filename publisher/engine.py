@@ -8,8 +8,8 @@ one); unit tests hand `publish` an in-memory one instead.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +25,10 @@ class Engine(Protocol):
     def tag(self, local_id: str, repository: str, tag: str) -> None: ...
 
     def push(self, local_id: str, repository: str, tag: str) -> str: ...
+
+
+# Opens an engine (a daemon connection) for one user: a build lane, the uploader.
+Engines = Callable[[], AbstractContextManager[Engine]]
 
 
 class DockerEngine:

@@ -19,7 +19,9 @@ class Status(str, Enum):
     PUBLISHED = "published"  # the registry already holds it: kept, not rebuilt
     TESTED = "tested"  # built (or found built on this daemon) and smoke-tested
     FAILED = "failed"
-    NOT_PUSHED = "not pushed"  # tested, but another image failed, so nothing was pushed
+    # tested (maybe uploaded under the staging tag), but another image failed, so no tag
+    # was written
+    NOT_PUSHED = "not released"
     BUILT = "built"  # tagged in the local daemon only (`publisher build`)
     # pushed under staging tags only (a platform shard): `promote` writes its tags
     STAGED = "staged"
@@ -64,6 +66,8 @@ class Outcome:
     local_id: str = ""
     # platform -> local image id, for an image built for named platforms (one index)
     parts: dict[str, str] = field(default_factory=dict)
+    # platform -> digest in the registry, uploaded while other images built, not yet tagged
+    uploaded: dict[str, str] = field(default_factory=dict)
     size: int = 0
     digest: str = ""
     seconds: float = 0.0

@@ -235,7 +235,7 @@ def _render(rule: TagRule, fields: dict[str, str], matrix: Matrix) -> Tag:
     if is_staging(name):
         raise MatrixError(
             f"{rule.origin or matrix.path}: tags: {rule.template!r} gives {name!r}; tags "
-            f"starting with {STAGING_PREFIX!r} are reserved for platform images being published"
+            f"starting with {STAGING_PREFIX!r} are reserved for images being published"
         )
     return Tag(name=name, rolling=rule.rolling, rule=matrix.tags.index(rule))
 

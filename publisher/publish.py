@@ -5,9 +5,12 @@
 1. One survey of the destination (a manifest HEAD per planned tag, in parallel) says which
    images are published. A published image is never rebuilt and its immutable tags never
    move (no-clobber); only ``--replace`` rebuilds one and moves them.
-2. The images to build are built and smoke-tested; if any fails, nothing is pushed.
-3. Each new image is pushed under its first immutable tag, its other immutable tags are
-   added by manifest copy, and every tag is read back and compared by digest.
+2. The images to build are built and smoke-tested; each one that passes is uploaded at
+   once, while the others build, under the staging tag (upload.py). If any fails, the
+   uploads stop and no tag is written.
+3. Each new image's immutable tags are written by manifest copy of what was uploaded
+   (a multi-platform image: an index of its platform images), and every tag is read
+   back and compared by digest.
 4. Only then are rolling tags re-pointed, and never to an older release than the one
    they name now (changes.rolling_action).
 A run killed anywhere is completed by running it again: what reached the registry is
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
@@ -30,7 +33,7 @@ from .build import Built, Group, Settings, groups_of
 from .changes import Action, Holdings, Work, immutable_action, published_digest, rolling_action
 from .changes import work_list as make_work_list
 from .destination import Destination, open_registry
-from .engine import Engine, docker_engine
+from .engine import Engine, Engines, docker_engine
 from .errors import PublisherError, RegistryError, SelectionError
 from .matrix import Matrix
 from .outcome import Outcome, Status
@@ -39,6 +42,7 @@ from .platforms import DEFAULT_PLATFORM
 from .progress import Reporter
 from .registry import Credentials
 from .staging import staging_tag
+from .upload import Uploads
 
 SURVEY_WORKERS = 8
 
@@ -86,9 +90,6 @@ class Registry(Protocol):
     def platform_images(self, repo: str, ref: str) -> dict[str, str] | None: ...
 
     def put_index(self, repo: str, tag: str, images: Sequence[tuple[str, str]]) -> str: ...
-
-
-Engines = Callable[[], AbstractContextManager[Engine]]
 
 
 def survey(registry: Registry, repo: str, tags: Iterable[str]) -> Holdings:
@@ -151,17 +152,22 @@ class Publication:
                 outcome.digest = item.published or ""
                 self.reporter.step(item.image.id, "published; not rebuilding")
         to_build = [item for item in work if item.build]
-        by_image: dict[str, list[Built]] = defaultdict(list)
-        for built in self.build(self.groups(to_build, holdings, cores)):
-            by_image[built.image.id].append(built)
-        for image_id, builts in by_image.items():
-            _record(outcomes[image_id], builts, self.options.builds(outcomes[image_id].image))
-        ordered = list(outcomes.values())
-        if any(o.failed for o in ordered):
-            for outcome in ordered:
-                if outcome.status is Status.TESTED:
-                    outcome.advance(Status.NOT_PUSHED)
-            return ordered
+        with ExitStack() as stack:
+            uploads = self.uploads(stack) if to_build else None
+            by_image: dict[str, list[Built]] = defaultdict(list)
+            for built in self.build(self.groups(to_build, holdings, cores), uploads):
+                by_image[built.image.id].append(built)
+            for image_id, builts in by_image.items():
+                _record(outcomes[image_id], builts, self.options.builds(outcomes[image_id].image))
+            ordered = list(outcomes.values())
+            if any(o.failed for o in ordered):
+                for outcome in ordered:
+                    if outcome.status is Status.TESTED:
+                        outcome.advance(Status.NOT_PUSHED)
+                return ordered
+            if uploads is not None:
+                for (image_id, platform), digest in uploads.digests().items():
+                    outcomes[image_id].uploaded[platform] = digest
         if self.registry is None or self.options.destination is None:
             self.tag_locally([o for o in ordered if o.status is Status.TESTED])
             return ordered
@@ -275,13 +281,42 @@ class Publication:
         )
         return (images or {}).get(group.platform)
 
-    def build(self, groups: list[Group]) -> list[Built]:
+    def uploads(self, stack: ExitStack) -> Uploads | None:
+        """The background uploader of this run's images, when it has a registry."""
+        if self.registry is None or self.options.destination is None:
+            return None
+        destination = self.options.destination
+        return stack.enter_context(
+            Uploads(
+                self.engines,
+                registry=self.registry,
+                repo=destination.path(self.matrix.image),
+                reference=destination.reference(self.matrix.image),
+                reporter=self.reporter,
+            )
+        )
+
+    def build(self, groups: list[Group], uploads: Uploads | None = None) -> list[Built]:
+        """Build the groups, a lane per Python; each image that passes is handed to
+        ``uploads`` at once, and the first failure stops the uploads."""
         if not groups:
             return []
 
         def lane(lane_groups: list[Group]) -> list[Built]:
+            results = []
             with self.engines() as engine:
-                return [built for group in lane_groups for built in engine.build(group)]
+                for group in lane_groups:
+                    builts = engine.build(group)
+                    results += builts
+                    if uploads is None:
+                        continue
+                    if not all(built.ok for built in builts):
+                        uploads.stop()
+                    for built in builts:
+                        if built.ok:
+                            key = (built.image.id, built.platform)
+                            uploads.submit(_subject(built), key, built.local_id)
+            return results
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
             futures = [pool.submit(lane, groups) for groups in _lanes(groups)]
@@ -307,60 +342,43 @@ class Publication:
     def push_immutable(
         self, work: list[Work], outcomes: dict[str, Outcome], holdings: Holdings
     ) -> None:
-        new = [item for item in work if outcomes[item.image.id].status is Status.TESTED]
-        if new:
-            with self.engines() as engine:
-                for item in new:
-                    self.push_new(engine, item, outcomes[item.image.id], holdings)
         for item in work:
-            if outcomes[item.image.id].status is Status.PUBLISHED:
-                self.add_aliases(item, outcomes[item.image.id], holdings, skip=())
+            outcome = outcomes[item.image.id]
+            if outcome.status is Status.TESTED:
+                self.release_new(item, outcome, holdings)
+            elif outcome.status is Status.PUBLISHED:
+                self.add_aliases(item, outcome, holdings, skip=())
 
-    def push_new(self, engine: Engine, item: Work, outcome: Outcome, holdings: Holdings) -> None:
+    def release_new(self, item: Work, outcome: Outcome, holdings: Holdings) -> None:
+        """Give an uploaded image its immutable tags (a shard: its staging tags) by
+        manifest copy, each read back."""
         assert self.registry is not None and self.options.destination is not None
         image = item.image
         repo = self.options.destination.path(image.repository)
-        reference = self.options.destination.reference(image.repository)
         anchor = _anchor(image)
-        started = time.monotonic()
-        if outcome.parts and not self.options.completes(image):
-            self.stage(engine, image, outcome, anchor)
+        uploaded = outcome.uploaded
+        if not self.options.completes(image):
+            for platform in self.options.builds(image):
+                stage = staging_tag(anchor, platform)
+                self.registry.copy_tag(repo, uploaded[platform], stage)
+                _verified(self.registry, repo, stage, uploaded[platform])
             outcome.advance(Status.STAGED)
-            outcome.seconds += time.monotonic() - started
             self.reporter.step(image.id, "staged; `publisher promote` writes its tags")
             return
         if outcome.parts:
-            children = self.stage(engine, image, outcome, anchor)
+            children = [(platform, uploaded[platform]) for platform in image.platforms]
             outcome.digest = self.write_index(image, anchor, children)
         else:
-            self.reporter.step(image.id, f"pushing {reference}:{anchor}")
-            pushed = engine.push(outcome.local_id, reference, anchor)
-            outcome.digest = _verified(self.registry, repo, anchor, pushed)
+            self.registry.copy_tag(repo, uploaded[DEFAULT_PLATFORM], anchor)
+            outcome.digest = _verified(self.registry, repo, anchor, uploaded[DEFAULT_PLATFORM])
         outcome.advance(Status.REPLACED if item.replace else Status.PUSHED)
         self.add_aliases(item, outcome, holdings, skip=(anchor,))
-        outcome.seconds += time.monotonic() - started
         if item.replace:
             for tag in image.immutable_tags:
                 old = holdings.of(tag)
                 if old is not None and old != outcome.digest:
                     self.note(image, f"replaced {tag}: {old} -> {outcome.digest}")
         self.reporter.step(image.id, f"in the registry as {', '.join(image.immutable_tags)}")
-
-    def stage(
-        self, engine: Engine, image: Image, outcome: Outcome, anchor: str
-    ) -> list[tuple[str, str]]:
-        """Push each platform image this run built under its staging tag; (platform,
-        digest) of each, read back."""
-        assert self.registry is not None and self.options.destination is not None
-        repo = self.options.destination.path(image.repository)
-        reference = self.options.destination.reference(image.repository)
-        children = []
-        for platform in self.options.builds(image):
-            stage = staging_tag(anchor, platform)
-            self.reporter.step(image.id, f"pushing {platform} as {reference}:{stage}")
-            pushed = engine.push(outcome.parts[platform], reference, stage)
-            children.append((platform, _verified(self.registry, repo, stage, pushed)))
-        return children
 
     def write_index(self, image: Image, anchor: str, children: list[tuple[str, str]]) -> str:
         """The index of every platform image under ``anchor``, read back: the release tag
@@ -454,6 +472,12 @@ def _record(outcome: Outcome, builts: list[Built], platforms: tuple[str, ...]) -
             return
         outcome.local_id = outcome.parts[platforms[0]]
     outcome.advance(Status.TESTED)
+
+
+def _subject(built: Built) -> str:
+    """How progress lines name one platform image."""
+    image = built.image
+    return image.id if image.platforms == (DEFAULT_PLATFORM,) else f"{image.id} {built.platform}"
 
 
 def _lanes(groups: list[Group]) -> list[list[Group]]:

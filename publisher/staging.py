@@ -1,11 +1,12 @@
-"""Where a platform image waits in the registry until its index is written.
+"""Tags that name images on their way to a release, never a release.
 
-The daemon pushes by tag only, so each platform image of a multi-platform release is pushed
-under a staging tag first; the index that lists them is then written under the release's
-tags, and only then do those tags exist. Staging tags start with a prefix no planned tag
-may use, so they never name a release. Registries on the distribution API cannot delete a
-tag without deleting the manifest the index needs, so staging tags stay; being derived from
-the anchor tag, a rerun or a --replace overwrites them rather than adding more.
+Every image is uploaded under one such tag, ``upload.UPLOAD_TAG``, and is known by its
+digest from then on. A shard that builds only some platforms of an image also names each
+of its platform images with a tag of its own, derived from the image's anchor tag: the
+record in the registry from which `promote`, on another machine, writes the index. Staging
+tags start with a prefix no planned tag may use. Registries on the distribution API cannot
+delete a tag without deleting the manifest an index needs, so staging tags stay; being
+derived from the anchor, a rerun or a --replace overwrites them rather than adding more.
 """
 
 from __future__ import annotations

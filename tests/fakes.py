@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,6 +175,8 @@ class FakeDaemon:
     local_tags: dict[str, str] = field(default_factory=dict)  # "repo:tag" -> local id
     opened: int = 0
     closed: int = 0
+    # Called as each group's build starts, from the lane's thread (to hold a build back).
+    before_build: Callable[[Group], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def engines(self) -> Any:
@@ -205,6 +207,8 @@ class FakeEngine:
 
     def build(self, group: Group) -> list[Built]:
         daemon = self.daemon
+        if daemon.before_build is not None:
+            daemon.before_build(group)
         with daemon._lock:
             daemon.groups.append(group)
         results = []

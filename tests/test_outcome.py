@@ -84,4 +84,4 @@ def test_failure_records_its_error_and_is_failed() -> None:
     outcome.advance(Status.FAILED, error="push refused")
     assert outcome.failed
     assert outcome.error == "push refused"
-    assert str(Status.NOT_PUSHED) == "not pushed"
+    assert str(Status.NOT_PUSHED) == "not released"

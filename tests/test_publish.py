@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fakes import FakeDaemon, FakeRegistry
+from fakes import Call, FakeDaemon, FakeRegistry
 
 from publisher import publish
 from publisher.build import Settings
@@ -22,10 +22,18 @@ from publisher.outcome import Outcome, Status
 from publisher.plan import Plan, Revision, plan
 from publisher.progress import Reporter
 from publisher.registry import Credentials
+from publisher.staging import is_staging
+from publisher.upload import UPLOAD_TAG
 
 ROOT = Path(__file__).resolve().parent.parent
 DEST = Destination.parse("localhost:5000/ns")
 REPO = "ns/prefect"  # DEST.path("prefecthq/prefect")
+
+
+def release_tags(registry: FakeRegistry) -> dict[str, str]:
+    """tag -> digest of every tag but the staging ones."""
+    return {t: d for t, d in registry.state(REPO).items() if not is_staging(t)}
+
 
 BASE: dict[str, Any] = {
     "image": "prefecthq/prefect",
@@ -140,10 +148,12 @@ def test_first_publish_pushes_every_image_then_moves_rolling_tags(
         assert outcome.digest.startswith("sha256:")
         for tag in outcome.image.tags:
             assert state[tag.name] == outcome.digest, tag.name
-    assert len(set(state.values())) == len(the_plan.images)
-    # One push per image (under its first immutable tag); the other tags by manifest copy.
-    assert sorted(daemon.pushed_tags()) == sorted(i.immutable_tags[0] for i in the_plan.images)
+    assert len(set(release_tags(registry).values())) == len(the_plan.images)
+    # One upload per image, under the staging tag; every release tag by manifest copy.
+    assert daemon.pushed_tags() == [UPLOAD_TAG] * len(the_plan.images)
     assert len(registry.methods("put")) == len(the_plan.images)
+    planned = {t.name for i in the_plan.images for t in i.tags}
+    assert set(state) - planned == {UPLOAD_TAG}, "one staging tag is all that stays"
     assert daemon.opened == daemon.closed > 0
 
 
@@ -153,7 +163,7 @@ def test_every_rolling_copy_comes_after_every_immutable_tag_is_read_back(
     matrix = matrix_of()
     the_plan = plan(matrix)
     registry = FakeRegistry()
-    run(matrix, registry, the_plan)
+    outcomes, _, _ = run(matrix, registry, the_plan)
 
     immutable = {t for i in the_plan.images for t in i.immutable_tags}
     rolling = {t for i in the_plan.images for t in i.rolling_tags}
@@ -166,13 +176,19 @@ def test_every_rolling_copy_comes_after_every_immutable_tag_is_read_back(
         rolling
     )
     assert min(rolling_copies) > last_read_back
-    # Every write is followed by a read-back of the tag it wrote.
+    # Every tag written is read back; every upload is read back by its digest before
+    # any tag names it.
     for n, call in enumerate(calls):
-        if call.method in ("put", "copy_tag"):
+        if call.method == "copy_tag":
             assert any(c.method == "digest" and c.ref == call.ref for c in calls[n + 1 :])
+    for outcome in outcomes:
+        anchor = outcome.image.immutable_tags[0]
+        read = next(n for n, c in enumerate(calls) if c == Call("digest", REPO, outcome.digest))
+        tagged = next(n for n, c in enumerate(calls) if c == Call("copy_tag", REPO, anchor))
+        assert read < tagged
 
 
-def test_one_failure_pushes_nothing(matrix_of: Callable[..., Matrix]) -> None:
+def test_one_failure_releases_nothing(matrix_of: Callable[..., Matrix]) -> None:
     matrix = matrix_of()
     registry = FakeRegistry()
     daemon = FakeDaemon(fail={"full-3.9.1-py3.11": "`prefect version` reports 3.9.0"})
@@ -182,9 +198,11 @@ def test_one_failure_pushes_nothing(matrix_of: Callable[..., Matrix]) -> None:
     assert statuses.pop("full-3.9.1-py3.11") is Status.FAILED
     assert set(statuses.values()) == {Status.NOT_PUSHED}
     assert by_id(outcomes)["full-3.9.1-py3.11"].error == "`prefect version` reports 3.9.0"
-    assert registry.writes_logged() == []
-    assert registry.state(REPO) == {}
-    assert daemon.pushed_tags() == []
+    # Images that passed before the failure may have been uploaded, never tagged.
+    assert {c.ref for c in registry.writes_logged()} <= {UPLOAD_TAG}
+    assert {c.method for c in registry.writes_logged()} <= {"put"}
+    assert release_tags(registry) == {}
+    assert set(daemon.pushed_tags()) <= {UPLOAD_TAG}
 
 
 def test_tag_locally_without_a_destination(matrix_of: Callable[..., Matrix]) -> None:
@@ -280,12 +298,12 @@ def test_replace_rebuilds_just_those_images_and_moves_their_tags(
     matrix = matrix_of()
     registry = FakeRegistry()
     run(matrix, registry)
-    before = registry.state(REPO)
+    before = release_tags(registry)
 
     outcomes, publication, daemon = run(matrix, registry, replace=("core-*",))
 
     assert sorted(daemon.built_ids()) == ["core-3.9.0-py3.13", "core-3.9.1-py3.13"]
-    after = registry.state(REPO)
+    after = release_tags(registry)
     moved = {tag for tag in after if after[tag] != before[tag]}
     assert moved == {"core-3.9.0", "core-3.9.1", "core"}
     statuses = by_id(outcomes)
@@ -333,7 +351,7 @@ def test_a_new_variant_builds_on_the_published_core(matrix_of: Callable[..., Mat
     matrix = matrix_of()
     registry = FakeRegistry()
     run(matrix, registry, plan(matrix).select(["core-*"]))
-    cores = registry.state(REPO)
+    cores = release_tags(registry)
     assert set(cores) == {"core", "core-3.9.0", "core-3.9.1"}
 
     outcomes, _, daemon = run(matrix, registry, plan(matrix).select(["full-*"]))
@@ -414,12 +432,12 @@ def test_allow_downgrade_moves_latest_without_reading_labels(
 def test_a_backport_moves_only_its_own_lines_tags(matrix_of: Callable[..., Matrix]) -> None:
     registry = FakeRegistry()
     run(matrix_of(PREFECT3), registry)
-    before = registry.state(REPO)
+    before = release_tags(registry)
     assert before["latest"] == before["3-latest"] == before["3.2.1-python3.12"]
 
     outcomes, publication, _ = run(matrix_of(PREFECT3, versions=["2.20.2"]), registry)
 
-    after = registry.state(REPO)
+    after = release_tags(registry)
     moved = {tag for tag in after if before.get(tag) != after[tag]}
     assert moved == {
         "2-latest",
@@ -507,7 +525,7 @@ def test_a_run_stopped_after_any_write_is_completed_by_the_next(
     reference = fresh()
     start_writes = reference.writes
     run(matrix, reference, the_plan)
-    expected = reference.state(REPO)
+    expected = release_tags(reference)
     writes = reference.writes - start_writes
     assert writes > len(the_plan.images)
 
@@ -523,7 +541,8 @@ def test_a_run_stopped_after_any_write_is_completed_by_the_next(
         registry.heal()
         outcomes, _, _ = run(matrix, registry, the_plan)
         assert not any(o.failed for o in outcomes)
-        assert registry.state(REPO) == expected, f"stopped after {k} writes"
+        assert release_tags(registry) == expected, f"stopped after {k} writes"
+        assert set(registry.state(REPO)) - set(expected) == {UPLOAD_TAG}
         _check_rolling_safe(registry, the_plan, before, set(registry.manifests))
 
 

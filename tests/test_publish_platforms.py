@@ -9,8 +9,8 @@ import io
 from collections.abc import Callable
 
 import pytest
-from fakes import FakeDaemon, FakeRegistry
-from test_publish import REPO, ROOT, by_id, matrix_of, output, run
+from fakes import FakeDaemon, FakeRegistry, digest_of
+from test_publish import REPO, ROOT, by_id, matrix_of, output, release_tags, run
 
 from publisher import publish
 from publisher.build import Settings
@@ -19,7 +19,8 @@ from publisher.matrix import Matrix
 from publisher.outcome import Status
 from publisher.plan import Plan, plan
 from publisher.progress import Reporter
-from publisher.staging import is_staging, staging_tag
+from publisher.staging import is_staging
+from publisher.upload import UPLOAD_TAG
 
 __all__ = ["matrix_of"]  # the fixture, shared with test_publish
 
@@ -28,10 +29,6 @@ BOTH = ("linux/amd64", "linux/arm64")
 
 def on(the_plan: Plan, platforms: tuple[str, ...] = BOTH) -> Plan:
     return Plan(images=tuple(dataclasses.replace(i, platforms=platforms) for i in the_plan.images))
-
-
-def release_tags(registry: FakeRegistry) -> dict[str, str]:
-    return {t: d for t, d in registry.state(REPO).items() if not is_staging(t)}
 
 
 def test_every_tag_names_an_index_of_every_platform(matrix_of: Callable[..., Matrix]) -> None:
@@ -45,18 +42,17 @@ def test_every_tag_names_an_index_of_every_platform(matrix_of: Callable[..., Mat
         index = registry.indexes[outcome.digest]
         assert list(index) == list(BOTH)
         assert index["linux/amd64"] != index["linux/arm64"]
-        anchor = outcome.image.immutable_tags[0]
         for platform in BOTH:
-            # The platform image is the one its staging tag names, and nothing else's.
-            assert state[staging_tag(anchor, platform)] == index[platform]
+            # The platform image is the one built for that platform, and nothing else's.
+            assert index[platform] == digest_of(daemon.content[outcome.parts[platform]])
         for tag in outcome.image.tags:
             assert state[tag.name] == outcome.digest, tag.name
     # Each platform of each image built once, in a group of its own platform.
     assert sorted((g.platform, g.version, g.python) for g in daemon.groups) == sorted(
         {(p, i.prefect_version, i.python_version) for i in the_plan.images for p in BOTH}
     )
-    assert len(daemon.pushed_tags()) == 2 * len(the_plan.images)
-    assert all(is_staging(tag) for tag in daemon.pushed_tags())
+    assert daemon.pushed_tags() == [UPLOAD_TAG] * (2 * len(the_plan.images))
+    assert set(state) - {t.name for i in the_plan.images for t in i.tags} == {UPLOAD_TAG}
 
 
 def test_no_release_tag_is_written_before_its_index(matrix_of: Callable[..., Matrix]) -> None:
@@ -85,8 +81,9 @@ def test_one_platform_failing_pushes_nothing_and_names_the_platform(
     assert failed.status is Status.FAILED
     assert "no wheel for aarch64" in failed.error
     assert {o.status for o in outcomes if o is not failed} == {Status.NOT_PUSHED}
-    assert registry.writes_logged() == []
-    assert daemon.pushed_tags() == []
+    # Platform images that passed may have been uploaded; no tag but the staging one.
+    assert {(c.method, c.ref) for c in registry.writes_logged()} <= {("put", UPLOAD_TAG)}
+    assert release_tags(registry) == {}
 
 
 def test_republishing_builds_nothing(matrix_of: Callable[..., Matrix]) -> None:
@@ -169,7 +166,7 @@ def test_progress_names_the_platform(matrix_of: Callable[..., Matrix]) -> None:
     the_plan = on(plan(matrix_of()).select(["core-3.9.1-*"]))
     _, publication, _ = run(matrix_of(), FakeRegistry(), the_plan)
     text = output(publication)
-    assert "pushing linux/arm64 as localhost:5000/ns/prefect:_stage-core-3.9.1-linux-arm64" in text
+    assert "core-3.9.1-py3.13 linux/arm64: uploaded sha256:" in text
     assert "writing the index of linux/amd64, linux/arm64" in text
 
 

@@ -1,6 +1,12 @@
-"""`nox -s bench`: the publisher against the naive loop, side by side, on one machine.
+"""`nox -s bench`: the publisher against two per-cell loops, side by side, on one machine.
 
-Scenarios, each run by both methods against registries of their own:
+Methods:
+  publisher     this project;
+  careful       what a careful maintainer writes today: per cell, one BuildKit build of a
+                lean Dockerfile (tini, no compiler, pip's cache in a cache mount), tag, push;
+  naive         the seed-era CI jobs: per cell, a classic build with gcc, tag, push.
+
+Scenarios, each run by every method against registries of their own:
   cold          empty builder cache, empty registry, the whole matrix;
   cold-1        the same with only the oldest version (it seeds `incremental`);
   incremental   the newest version added to what cold-1 published;
@@ -52,6 +58,8 @@ from tests.services import (
 )
 
 SCENARIOS = ("cold", "cold-1", "incremental", "no-op", "base-update")
+BASELINES = ("careful", "naive")
+METHODS = ("publisher", *BASELINES)
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
@@ -103,14 +111,31 @@ def fresh_builder(client: docker.DockerClient, keep_prefix: tuple[str, ...]) -> 
         client.api.prune_builds()
 
 
-def naive(matrix_path: Path, destination: str, index_url: str) -> int:
-    """The baseline: per cell `docker build`, `docker tag`, `docker push`; returns builds."""
+@dataclass(frozen=True, kw_only=True)
+class Loop:
+    """A per-cell loop: `docker build`, `docker tag`, `docker push` for every image."""
+
+    dockerfile: str
+    buildkit: bool
+    cli: str = "docker"
+
+
+# The seed-era CI jobs: gcc in every image, the classic builder.
+NAIVE = Loop(dockerfile="naive.Dockerfile", buildkit=False)
+# What a careful maintainer writes today: a lean Dockerfile built by BuildKit, with pip's
+# download cache in a cache mount (Debian's docker CLI 20.10 drives the daemon's BuildKit
+# with DOCKER_BUILDKIT=1; the newer CLI wants buildx).
+CAREFUL = Loop(dockerfile="careful.Dockerfile", buildkit=True, cli="/usr/bin/docker")
+
+
+def per_cell(loop: Loop, matrix_path: Path, destination: str, index_url: str) -> int:
+    """Run ``loop`` over the plan's images; returns the number of builds."""
     matrix = load(matrix_path)
-    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    env = {**os.environ, "DOCKER_BUILDKIT": "1" if loop.buildkit else "0"}
     built = 0
     with tempfile.TemporaryDirectory() as tmp:
         context = Path(tmp)
-        shutil.copy2(HERE / "naive.Dockerfile", context / "Dockerfile")
+        shutil.copy2(HERE / loop.dockerfile, context / "Dockerfile")
         shutil.copy2(matrix.dockerfiles / "entrypoint.sh", context / "entrypoint.sh")
         for image in plan(matrix).images:
             extras = f"[{','.join(image.extras)}]" if image.extras else ""
@@ -118,7 +143,7 @@ def naive(matrix_path: Path, destination: str, index_url: str) -> int:
             first = f"{ref}:{image.tags[0].name}"
             subprocess.run(
                 [
-                    "docker",
+                    loop.cli,
                     "build",
                     "--quiet",
                     "--network",
@@ -146,15 +171,16 @@ def naive(matrix_path: Path, destination: str, index_url: str) -> int:
     return built
 
 
-def ours(matrix_path: Path, destination: str, index_url: str, jobs: int) -> int:
+def ours(matrix_path: Path, destination: str, index_url: str, jobs: int, log: Path | None) -> int:
+    """The publisher; its progress lines go to ``log`` (appended) when one is given."""
     matrix = load(matrix_path)
     options = Options(
         build=Settings(dockerfiles=matrix.dockerfiles, index=IndexOptions(index_url=index_url)),
         destination=Destination.parse(destination),
         jobs=jobs,
     )
-    with open(os.devnull, "w") as quiet:
-        outcomes = publish(matrix, plan(matrix), options, Reporter(stream=quiet)).outcomes
+    with open(log or os.devnull, "a") as stream:
+        outcomes = publish(matrix, plan(matrix), options, Reporter(stream=stream)).outcomes
     failed = [o for o in outcomes if o.failed]
     if failed:
         raise SystemExit(f"publisher failed: {failed[0].image.id}: {failed[0].error}")
@@ -181,18 +207,32 @@ def main() -> int:
     parser.add_argument("--base-image", help="default: the bootstrap's base images")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--log", type=Path, help="append the publisher's progress lines here")
     parser.add_argument(
         "--scenario",
         action="append",
         choices=SCENARIOS,
         help="run only these scenarios (repeatable; default: all)",
     )
+    parser.add_argument(
+        "--method",
+        action="append",
+        choices=METHODS,
+        help="run only these methods (repeatable; default: all)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="publisher-bench-"))
     try:
         with index_and_base(work, args.index_url, args.base_image) as (index_url, base_image):
             results = run(
-                args.matrix, work, index_url, base_image, args.jobs, args.scenario or SCENARIOS
+                args.matrix,
+                work,
+                index_url,
+                base_image,
+                args.jobs,
+                args.scenario or SCENARIOS,
+                args.method or METHODS,
+                args.log,
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -216,6 +256,8 @@ def run(
     base_image: str | None,
     jobs: int,
     wanted: tuple[str, ...] | list[str],
+    only: tuple[str, ...] | list[str] = METHODS,
+    log: Path | None = None,
 ) -> list[Measure]:
     """Every scenario by both methods; the figures."""
     client = docker.from_env(timeout=600)
@@ -246,8 +288,9 @@ def run(
     keep = (shared_base.split("{", 1)[0], "publisher-bench/python:")
 
     methods: dict[str, Callable[[Path, str], int]] = {
-        "naive": lambda m, d: naive(m, d, index_url),
-        "publisher": lambda m, d: ours(m, d, index_url, jobs),
+        "naive": lambda m, d: per_cell(NAIVE, m, d, index_url),
+        "careful": lambda m, d: per_cell(CAREFUL, m, d, index_url),
+        "publisher": lambda m, d: ours(m, d, index_url, jobs, log),
     }
     results: list[Measure] = []
 
@@ -268,7 +311,7 @@ def run(
         )
         print(f"bench: {scenario:12} {method:9} {seconds:8.1f} s  built {built}", flush=True)
 
-    for method in methods:
+    for method in [m for m in methods if m in only]:
         if {"cold-1", "incremental"} & set(wanted):
             storage = work / f"incremental-{method}"
             with registry(storage) as address:
@@ -292,42 +335,41 @@ def run(
 
 
 def report(results: list[Measure]) -> str:
+    """One row per scenario: each method's seconds and bytes, and the publisher's ratio to
+    each baseline measured in the same run."""
     by = {(r.scenario, r.method): r for r in results}
+    baselines = [m for m in BASELINES if any(r.method == m for r in results)]
+    headers = ["scenario", "publisher s", "publisher MB up", "publisher built"]
+    for method in baselines:
+        headers += [f"{method} s", f"time x{method}", f"{method} MB up", f"bytes x{method}"]
     rows = []
     for scenario in SCENARIOS:
-        if (scenario, "naive") not in by:
+        ours_r = by.get((scenario, "publisher"))
+        if ours_r is None:
             continue
-        naive_r, ours_r = by[(scenario, "naive")], by[(scenario, "publisher")]
-        rows.append(
-            (
-                scenario,
-                f"{naive_r.seconds:.1f}",
-                f"{ours_r.seconds:.1f}",
-                f"{ours_r.seconds / naive_r.seconds:.3f}" if naive_r.seconds else "-",
-                f"{naive_r.bytes_uploaded / 1e6:.1f}",
-                f"{ours_r.bytes_uploaded / 1e6:.1f}",
-                f"{ours_r.bytes_uploaded / naive_r.bytes_uploaded:.3f}"
-                if naive_r.bytes_uploaded
-                else "-",
-                naive_r.images_built,
-                ours_r.images_built,
-            )
-        )
-    return tabulate(
-        rows,
-        headers=(
-            "scenario",
-            "naive s",
-            "publisher s",
-            "time ratio",
-            "naive MB up",
-            "publisher MB up",
-            "bytes ratio",
-            "naive built",
-            "publisher built",
-        ),
-        disable_numparse=True,
-    )
+        row = [
+            scenario,
+            f"{ours_r.seconds:.1f}",
+            f"{ours_r.bytes_uploaded / 1e6:.1f}",
+            str(ours_r.images_built),
+        ]
+        for method in baselines:
+            other = by.get((scenario, method))
+            if other is None:
+                row += ["-"] * 4
+                continue
+            row += [
+                f"{other.seconds:.1f}",
+                _ratio(ours_r.seconds, other.seconds),
+                f"{other.bytes_uploaded / 1e6:.1f}",
+                _ratio(ours_r.bytes_uploaded, other.bytes_uploaded),
+            ]
+        rows.append(row)
+    return tabulate(rows, headers=headers, disable_numparse=True)
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.3f}" if theirs else "-"
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import yaml
 from publisher.matrix import load
 from publisher.plan import Plan, plan
 from publisher.registry import RegistryClient
+from publisher.staging import is_staging
 from tests.base_index import BaseIndex, push_base_index
 from tests.registry_server import run_registry
 from tests.services import (
@@ -154,6 +155,12 @@ def run_publisher(
         timeout=3600,
         check=False,
     )
+
+
+def release_snapshot(registry: RegistryClient, repo: str) -> dict[str, str | None]:
+    """tag -> digest of every tag of ``repo`` but the staging ones (the upload tag moves
+    with every run that uploads anything)."""
+    return {tag: registry.digest(repo, tag) for tag in registry.tags(repo) if not is_staging(tag)}
 
 
 def write_matrix(directory: Path, services: Services, **changes: Any) -> Path:

@@ -23,6 +23,7 @@ import pytest
 from publisher.matrix import load
 from publisher.plan import Plan, plan
 from publisher.registry import TIMEOUT_ENV, RegistryClient
+from publisher.upload import UPLOAD_TAG
 from tests.fault_proxy import Fault, FaultProxy, Kind
 
 from .conftest import Services, run_publisher, write_matrix
@@ -137,7 +138,7 @@ def test_publish_survives_or_stops_cleanly(
     with RegistryClient(services.registry) as registry:
         if result.returncode == 0:
             planned = {tag.name for image in chosen.images for tag in image.tags}
-            assert set(registry.tags(repo)) == planned
+            assert set(registry.tags(repo)) == planned | {UPLOAD_TAG}
         else:
             last = result.stderr.strip().splitlines()[-1]
             assert last.startswith("publisher: error: "), output

@@ -315,7 +315,7 @@ def test_a_run_without_new_commits_builds_nothing(nightlies: Nightlies) -> None:
     second, third = nightlies.runs[1:]
     assert "nothing to build" in third.output
     assert nightlies.second[:12] in third.output
-    for step in ("building", "resolv", "smoke-testing", "pushing", "moved"):
+    for step in ("building", "resolv", "smoke-testing", "uploading", "moved"):
         assert step not in third.output, third.output
     assert third.digests == second.digests
 

@@ -245,5 +245,5 @@ def test_the_nightly_image_serves_its_ui(
 def test_a_rerun_without_a_new_commit_builds_and_fetches_nothing(nightly: Nightly) -> None:
     assert nightly.rerun.returncode == 0, nightly.rerun.stderr
     assert "nothing to build" in nightly.rerun.stderr and nightly.sha[:12] in nightly.rerun.stderr
-    for step in ("building prefect's wheel", "ui:", "resolving", "smoke-testing", "pushing"):
+    for step in ("building prefect's wheel", "ui:", "resolving", "smoke-testing", "uploading"):
         assert step not in nightly.rerun.stderr, nightly.rerun.stderr

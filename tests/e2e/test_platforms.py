@@ -17,6 +17,7 @@ import pytest
 from publisher import labels
 from publisher.registry import RegistryClient
 from publisher.staging import is_staging
+from publisher.upload import UPLOAD_TAG
 from tests.base_index import BaseIndex
 from tests.services import package_index, tools_python
 
@@ -107,13 +108,9 @@ def test_every_tag_is_an_index_of_both_platforms(multi: MultiPublished) -> None:
         for platform, digest in images.items():
             config = multi.registry.image_config(multi.repo, digest)
             assert f"{config['os']}/{config['architecture']}" == platform
-    # The platform images wait under staging tags only; nothing else was written.
+    # The platform images are known by digest; one staging tag is all that stays.
     staged = [t for t in multi.registry.tags(multi.repo) if is_staging(t)]
-    assert sorted(staged) == sorted(
-        f"_stage-{anchor}-linux-{arch}"
-        for anchor in ("3.9.1", "core-3.9.1")
-        for arch in ("amd64", "arm64")
-    )
+    assert staged == [UPLOAD_TAG]
 
 
 @pytest.mark.parametrize("platform", BOTH)
@@ -241,5 +238,6 @@ def test_an_arm64_failure_writes_no_tag_and_names_the_platform(
     )
     assert result.returncode == 5, result.stderr
     assert "linux/arm64: " in result.stdout
-    assert "nothing was pushed" in result.stderr
-    assert RegistryClient(services.registry).tags("arm-fails/prefect") == []
+    assert "nothing was released" in result.stderr
+    # What passed before the failure may have been uploaded; nothing was tagged for release.
+    assert set(RegistryClient(services.registry).tags("arm-fails/prefect")) <= {UPLOAD_TAG}

@@ -23,16 +23,12 @@ from publisher import cli, labels
 from publisher.matrix import load
 from publisher.plan import plan
 
-from .conftest import Published, Services, run_publisher, write_matrix
+from .conftest import Published, Services, release_snapshot, run_publisher, write_matrix
 
 
 def _namespace(services: Services, kind: str) -> tuple[str, str]:
     name = f"{kind}-{uuid.uuid4().hex[:8]}"
     return f"{services.registry}/{name}", f"{name}/prefect"
-
-
-def _snapshot(published: Published, repo: str) -> dict[str, str | None]:
-    return {tag: published.registry.digest(repo, tag) for tag in published.registry.tags(repo)}
 
 
 def _publish(matrix: Path, namespace: str, services: Services, *args: str) -> Any:
@@ -81,7 +77,7 @@ def test_a_base_image_update_moves_no_released_tag_and_replace_moves_exactly_one
     namespace, repo = _namespace(services, "base-update")
     first = write_matrix(tmp_path / "first", services, versions=[older], base_image=own_base)
     _publish(first, namespace, services)
-    before = _snapshot(published, repo)
+    before = release_snapshot(published.registry, repo)
 
     # The 3.13 base gets a new identity, as python:3.13-slim does every few weeks.
     base313 = own_base.format(python="3.13")
@@ -93,7 +89,7 @@ def test_a_base_image_update_moves_no_released_tag_and_replace_moves_exactly_one
     )
     both = write_matrix(tmp_path / "both", services, versions=[older, newer], base_image=own_base)
     result = _publish(both, namespace, services)
-    after = _snapshot(published, repo)
+    after = release_snapshot(published.registry, repo)
     the_plan = plan(load(both))
     for image in the_plan.images:
         if image.prefect_version == older:
@@ -121,7 +117,7 @@ def test_a_base_image_update_moves_no_released_tag_and_replace_moves_exactly_one
     # --replace moves exactly the named image's immutable tags, and says so.
     target = f"core-{older}-py3.13"
     result = _publish(both, namespace, services, "--replace", target)
-    replaced = _snapshot(published, repo)
+    replaced = release_snapshot(published.registry, repo)
     old_digest = after[f"core-{older}"]
     new_digest = replaced[f"core-{older}"]
     assert new_digest != old_digest
@@ -138,7 +134,7 @@ def test_a_backport_keeps_the_newer_releases_rolling_tags(
     namespace, repo = _namespace(services, "backport")
     current = write_matrix(tmp_path / "current", services, versions=[newer])
     _publish(current, namespace, services)
-    before = _snapshot(published, repo)
+    before = release_snapshot(published.registry, repo)
     rolling = {t for i in plan(load(current)).images for t in i.rolling_tags}
 
     backport = write_matrix(tmp_path / "backport", services, versions=[older])
@@ -150,7 +146,7 @@ def test_a_backport_keeps_the_newer_releases_rolling_tags(
     assert actions[f"{older}-python3.13"] == "create"
 
     result = _publish(backport, namespace, services)
-    after = _snapshot(published, repo)
+    after = release_snapshot(published.registry, repo)
     for tag in rolling:
         assert after[tag] == before[tag], f"{tag} moved backwards"
     assert f"kept latest: the registry holds {newer}, newer than {older}" in result.stdout
@@ -158,7 +154,7 @@ def test_a_backport_keeps_the_newer_releases_rolling_tags(
 
     # Explicitly allowed (a yanked release), they move.
     _publish(backport, namespace, services, "--allow-downgrade")
-    downgraded = _snapshot(published, repo)
+    downgraded = release_snapshot(published.registry, repo)
     assert downgraded["latest"] == downgraded[f"{older}-python3.13"]
     assert downgraded["core"] == downgraded[f"core-{older}"]
 
@@ -201,7 +197,7 @@ def test_republishing_makes_no_manifest_get_and_builds_nothing(
     )
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "building (" not in err and "pushing" not in err
+    assert "building (" not in err and "uploading" not in err
     manifest_gets = [u for m, u in calls if m == "GET" and "/manifests/" in u]
     assert manifest_gets == []
     heads = [u for m, u in calls if m == "HEAD"]
