@@ -14,6 +14,9 @@ Scenarios, each run by every method against registries of their own:
   base-update   the oldest version published (not measured), then the base images get a
                 new identity (as python:X.Y-slim does every few weeks) and the newest
                 version is added: released images must be neither rebuilt nor re-pushed.
+After the cold scenario, the physical limit of that run (tests/bench/limit.py): the
+distinct environments installed once, as many at once as there are cores, plus the bytes
+uploaded at the registry's measured bandwidth.
 Every measured run starts from an emptied builder cache (base images kept), as CI
 builders do. "Bytes uploaded" is what the registry's storage grew by; "images built" is
 the number of image builds the method ran.
@@ -49,6 +52,8 @@ from publisher.plan import plan
 from publisher.progress import Reporter
 from publisher.publish import Options, publish
 from publisher.wheels import IndexOptions
+from tests.bench.limit import Limit
+from tests.bench.limit import measure as measure_limit
 from tests.registry_server import run_registry
 from tests.services import (
     Bootstrap,
@@ -187,6 +192,19 @@ def ours(matrix_path: Path, destination: str, index_url: str, jobs: int, log: Pa
     return sum(1 for o in outcomes if o.status in (Status.PUSHED, Status.REPLACED))
 
 
+def physical_limit(matrix_path: Path, base_image: str | None, upload_bytes: int) -> Limit:
+    """tests/bench/limit.py on the bench matrix, with the bootstrap's wheelhouse."""
+    boot = Bootstrap.load()
+    wheelhouse = bootstrap_wheelhouse(boot)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = yaml.safe_load(matrix_path.read_text())
+        data["base_image"] = base_image or boot.base_image
+        data["dockerfiles"] = str(ROOT / "dockerfiles")
+        path = Path(tmp) / "matrix.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return measure_limit(path, wheelhouse, upload_bytes)
+
+
 def refresh_base(client: docker.DockerClient, template: str, pythons: list[str]) -> None:
     """Give each base image a new identity: the same image with one more label."""
     for python in pythons:
@@ -208,6 +226,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--log", type=Path, help="append the publisher's progress lines here")
+    parser.add_argument(
+        "--no-limit",
+        dest="limit",
+        action="store_false",
+        help="do not measure the physical limit after the cold scenario",
+    )
     parser.add_argument(
         "--scenario",
         action="append",
@@ -238,12 +262,24 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print(report(results))
+    limit = None
+    cold = next((r for r in results if (r.scenario, r.method) == ("cold", "publisher")), None)
+    if cold is not None and args.limit:
+        limit = physical_limit(args.matrix, args.base_image, cold.bytes_uploaded)
+        print(
+            f"physical limit (cold): {limit.environments} environments installed "
+            f"{os.cpu_count()} at once in {limit.install_seconds:.1f} s + "
+            f"{limit.upload_bytes / 1e6:.0f} MB at {limit.bandwidth / 1e6:.0f} MB/s "
+            f"({limit.upload_seconds:.1f} s) = {limit.seconds:.1f} s; "
+            f"the publisher's cold run is {cold.seconds / limit.seconds:.2f}x that"
+        )
     if args.output:
         payload = {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
             "matrix": str(args.matrix),
             "results": [asdict(r) for r in results],
+            "limit": {**asdict(limit), "seconds": limit.seconds} if limit else None,
         }
         args.output.write_text(json.dumps(payload, indent=2))
     return 0
