@@ -1,26 +1,13 @@
 # The core image: Python, tini, the entrypoint and prefect with its core dependencies.
 #
-# Build context (prepared by the publisher): this file, entrypoint.sh, and the wheels the
-# base image's own pip resolved for this cell: deps/ (everything prefect needs) and
-# prefect/ (prefect itself), each with a pinned requirements file. Nothing is fetched
-# from a package index during the build, so no index URL or credential can reach the
-# image, and every install below is --no-deps: the resolution already happened.
+# Build context (prepared by the publisher): this file, entrypoint.sh, and the packages the
+# base image's pip resolved for this cell, already installed as that pip installs them with
+# --root (the base's site- or dist-packages, /usr/local/bin): deps/ (everything prefect
+# needs) and prefect/ (prefect itself). They are installed outside the build, on the
+# daemon's own platform even when the image is for another one (under QEMU, pip took 20
+# minutes to install what it installs natively in seconds), and from wheels only: no index
+# URL or credential can reach the image.
 ARG BASE_IMAGE=python:3.11-slim
-
-FROM ${BASE_IMAGE} AS install
-# Dependencies and prefect are staged separately, so that releases whose dependencies
-# resolve alike (most patch releases) share one dependency layer: the builder's cache
-# reuses it and registries store and serve it once.
-COPY deps/ /tmp/deps/
-# --root stages the install in this base's own system layout (site- or dist-packages,
-# /usr/local/bin), so the final stage copies installed files without the wheels.
-RUN pip install --no-cache-dir --no-index --no-deps --no-warn-script-location \
-        --ignore-installed --find-links /tmp/deps --root /staging/deps \
-        --requirement /tmp/deps/requirements.txt
-COPY prefect/ /tmp/prefect/
-RUN pip install --no-cache-dir --no-index --no-deps --no-warn-script-location \
-        --ignore-installed --find-links /tmp/prefect --root /staging/prefect \
-        --requirement /tmp/prefect/requirements.txt
 
 FROM ${BASE_IMAGE}
 # tini reaps zombies and forwards signals to the flow run. Debian's current tini is what
@@ -32,6 +19,9 @@ RUN apt-get update \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 COPY entrypoint.sh /usr/local/bin/entrypoint.sh
-COPY --from=install /staging/deps/ /
-COPY --from=install /staging/prefect/ /
+# Dependencies and prefect are separate layers, so that releases whose dependencies resolve
+# alike (most patch releases) share one dependency layer: the same wheels install as the
+# same bytes, the builder's cache reuses the layer and registries store and serve it once.
+COPY deps/ /
+COPY prefect/ /
 ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"]

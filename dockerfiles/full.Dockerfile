@@ -3,16 +3,10 @@
 #
 # Built FROM the core image so every full image shares the base, tini, dependency and
 # prefect layers with its core image: registries store them once, pulls fetch them once.
-# Build context: extras/, the wheels the extras add to the core set, with a pinned
-# requirements file (possibly empty).
+# Build context: extras/, the packages the extras add to the core image's, installed as
+# that image's pip installs them with --root (possibly nothing), outside the build (see
+# core.Dockerfile).
 ARG CORE_IMAGE=prefecthq/prefect:core
 
-FROM ${CORE_IMAGE} AS install
-COPY extras/ /tmp/extras/
-RUN mkdir -p /staging/extras \
-    && pip install --no-cache-dir --no-index --no-deps --no-warn-script-location \
-        --ignore-installed --find-links /tmp/extras --root /staging/extras \
-        --requirement /tmp/extras/requirements.txt
-
 FROM ${CORE_IMAGE}
-COPY --from=install /staging/extras/ /
+COPY extras/ /

@@ -98,3 +98,13 @@ def normalise(text: str) -> str:
 def machine_of(platform: str) -> str:
     """``uname -m`` on ``platform``: linux/arm64 -> aarch64, linux/arm/v7 -> armv7l."""
     return Platform.parse(platform).machine
+
+
+def platform_of(machine: str) -> str:
+    """The platform a daemon on ``machine`` (``uname -m``) runs natively: x86_64 ->
+    linux/amd64, aarch64 -> linux/arm64. ValueError for a machine no platform runs as."""
+    for architecture, variants in _ARCHITECTURES.items():
+        for variant, name in variants.items():
+            if name == machine:
+                return normalise(f"linux/{architecture}" + (f"/{variant}" if variant else ""))
+    raise ValueError(f"no platform runs as machine {machine!r}")

@@ -1,4 +1,5 @@
-"""Resolving an image's Python packages into its build context, outside the build.
+"""Resolving an image's Python packages, and installing them into its build context,
+outside the build.
 
 Containers built by the classic builder cannot be trusted with the index: a URL with a
 password passed as a build argument is recorded in the image history. So the packages
@@ -6,8 +7,13 @@ are resolved before the build, by the target interpreter itself: pip runs in a t
 container of the cell's base image (its Python, its platform, its environment markers;
 pip on the host cannot evaluate markers for another Python), with the index pip would
 use (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, or --index-url) passed in its
-environment, and writes wheels into the build context. The build then installs offline
-from those wheels, and no index URL or credential reaches any image layer.
+environment, and writes wheels into the build context. They are then installed, offline,
+by the same image's pip into the build context (``install``), which the Dockerfiles copy:
+no index URL or credential reaches any image layer.
+
+For a foreign platform both run natively instead, in the base's image for the daemon's
+platform, with pip told the foreign image's tags and markers (target.py): under QEMU they
+took over 20 minutes.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from packaging.utils import canonicalize_name
 
 from . import docker_client
 from .errors import BuildError
+from .target import PIP_WRAPPER, Target, constraints
 
 # A credential in a URL ("https://user:secret@host/") is never echoed back to the user.
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
@@ -79,66 +86,150 @@ def download(
     base_image: str,
     dest: Path,
     index: IndexOptions,
+    target: Target | None = None,
 ) -> list[Path]:
     """Resolve the request with the base image's own pip; wheels land in ``dest``.
 
     First ``pip install --dry-run --report`` says what pip would add to the base image
     (packages the base already satisfies are left out, so an image never carries a second
     copy of them); then exactly those pins are fetched as wheels.
+
+    With a ``target``, ``base_image`` is the native image of the foreign one the target
+    describes, and its pip resolves as the foreign one's would (target.py): with the
+    foreign image's tags and markers, keeping what that image has installed.
     """
     requirements = request.requirements
+    exclude = request.exclude
     dest.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     env = {key: os.environ[key] for key in _PIP_ENV if os.environ.get(key)}
-    env.update(
-        {
-            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-            "PIP_ROOT_USER_ACTION": "ignore",
-            "PIP_CACHE_DIR": "/cache",
-            "HOME": "/tmp",
-            # A dead index would otherwise cost minutes of back-off per request.
-            "PIP_RETRIES": "2",
-            "PIP_TIMEOUT": "30",
-        }
-    )
+    env.update(_QUIET_PIP)
+    # A dead index would otherwise cost minutes of back-off per request.
+    env.update({"PIP_CACHE_DIR": "/cache", "PIP_RETRIES": "2", "PIP_TIMEOUT": "30"})
     mounts = {
         str(dest.resolve()): {"bind": "/wheels", "mode": "rw"},
         str(CACHE): {"bind": "/cache", "mode": "rw"},
     }
     if request.local_wheel is not None:
         mounts[str(request.local_wheel.resolve().parent)] = {"bind": "/source", "mode": "ro"}
+    scratch = [dest / "report.json"]
+    options: list[str] = []
+    where = f"with {base_image}"
+    if target is not None:
+        where = f"for {target.platform} with the {target.native_platform} pip of {base_image}"
+        pins = constraints(target.foreign, target.native, request.exclude)
+        if pins:
+            (dest / "constraints.txt").write_text("".join(f"{pin}\n" for pin in pins))
+            scratch.append(dest / "constraints.txt")
+            options = ["--constraint", "/wheels/constraints.txt"]
+        # What the foreign image has, pip there would have kept: not the image's to add.
+        exclude = (*exclude, *target.foreign.installed)
+        # An sdist would be built for the native platform here.
+        options += ["--only-binary", ":all:"]
+        scratch.append(_write_target(dest, target))
 
     def pip(*args: str) -> tuple[int, str]:
         return docker_client.run(
             client,
             base_image,
-            ["pip", *args, *index.pip_args()],
+            [*_pip_command(target), *args, *options, *index.pip_args()],
             env=env,
             volumes=mounts,
             user=f"{os.getuid()}:{os.getgid()}",
         )
 
     what = " ".join(requirements)
-    report = dest / "report.json"
-    code, output = pip(
-        "install", "--dry-run", "--quiet", "--report", "/wheels/report.json", *requirements
-    )
-    fetch = ["wheel", "--wheel-dir", "/wheels"]
-    if code != 0 and "--report" in output and "no such option" in output:
-        # pip older than 22.2 (as in python:3.6 images): fetch the whole closure instead.
-        fetch += requirements
-    elif code != 0:
-        raise BuildError(f"cannot resolve {what} with {base_image}: {_pip_reason(output)}")
-    else:
-        pins = _pins(json.loads(report.read_text()), request.exclude)
-        report.unlink()
-        if not pins:
-            return []
-        fetch += ["--no-deps", *pins]
-    code, output = pip(*fetch)
-    if code != 0:
-        raise BuildError(f"cannot fetch wheels for {what} with {base_image}: {_pip_reason(output)}")
+    try:
+        code, output = pip(
+            "install", "--dry-run", "--quiet", "--report", "/wheels/report.json", *requirements
+        )
+        fetch = ["wheel", "--wheel-dir", "/wheels"]
+        if code != 0 and "--report" in output and "no such option" in output:
+            # pip older than 22.2 (as in python:3.6 images): fetch the whole closure instead.
+            fetch += requirements
+        elif code != 0:
+            raise BuildError(f"cannot resolve {what} {where}: {_pip_reason(output)}")
+        else:
+            pins = _pins(json.loads(scratch[0].read_text()), exclude)
+            if not pins:
+                return []
+            fetch += ["--no-deps", *pins]
+        code, output = pip(*fetch)
+        if code != 0:
+            raise BuildError(f"cannot fetch wheels for {what} {where}: {_pip_reason(output)}")
+    finally:
+        for path in scratch:
+            path.unlink(missing_ok=True)
     return sorted(dest.glob("*.whl"))
+
+
+def install(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    wheels: Path,
+    dest: Path,
+    target: Target | None = None,
+) -> None:
+    """Install the wheels of the folder ``wheels`` (and its pinned requirements.txt) under
+    ``dest`` as ``image``'s pip installs them with ``--root``: the system's site- or
+    dist-packages and /usr/local/bin, scripts pointing at its Python, byte-compiled.
+
+    Offline and --no-deps: the resolution already happened. With a ``target``, ``image`` is
+    the native image of the foreign one the target describes, and the tree is the one the
+    foreign image's pip would write. ``dest`` is mounted where the build's install stage
+    used to stage it (/staging/NAME), so the byte code records the same paths.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    if not any(wheels.glob("*.whl")):
+        return
+    root = f"/staging/{dest.name}"
+    written = _write_target(wheels, target)
+    try:
+        code, output = docker_client.run(
+            client,
+            image,
+            [
+                *_pip_command(target, always=True),
+                "install",
+                *("--no-cache-dir", "--no-index", "--no-deps", "--no-warn-script-location"),
+                *("--ignore-installed", "--find-links", "/wheels", "--root", root),
+                *("--requirement", "/wheels/requirements.txt"),
+            ],
+            env={**_QUIET_PIP, "PIP_NO_INPUT": "1"},
+            volumes={
+                str(wheels.resolve()): {"bind": "/wheels", "mode": "ro"},
+                str(dest.resolve()): {"bind": root, "mode": "rw"},
+            },
+            user=f"{os.getuid()}:{os.getgid()}",
+            network_mode="none",
+        )
+    finally:
+        written.unlink(missing_ok=True)
+    if code != 0:
+        where = f" for {target.platform}" if target is not None else ""
+        raise BuildError(f"cannot install {dest.name}{where} with {image}: {_pip_reason(output)}")
+
+
+_QUIET_PIP = {
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    "PIP_ROOT_USER_ACTION": "ignore",
+    "HOME": "/tmp",
+}
+
+
+def _pip_command(target: Target | None, *, always: bool = False) -> list[str]:
+    """pip, or pip through the wrapper that makes it work for ``target`` (and byte-compile
+    reproducibly: ``always`` uses it without a target too)."""
+    if target is None and not always:
+        return ["pip"]
+    return ["python", "-c", PIP_WRAPPER, "/wheels/target.json"]
+
+
+def _write_target(folder: Path, target: Target | None) -> Path:
+    path = folder / "target.json"
+    path.write_text(target.to_json() if target is not None else "{}")
+    return path
 
 
 def _pins(report: dict[str, Any], exclude: Sequence[str] = ()) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import shutil
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,12 +20,13 @@ import pytest
 import yaml
 from fakes import digest_of
 
-from publisher import docker_client, engine, labels, smoke, wheels
+from publisher import docker_client, engine, labels, smoke, target, wheels
 from publisher.build import Builder, Group, NightlySource, Settings, groups_of
 from publisher.errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryError
 from publisher.inputs import Inputs
 from publisher.matrix import Matrix, load
 from publisher.plan import plan
+from publisher.platforms import machine_of
 from publisher.progress import Reporter
 from publisher.recipe import CORE_DOCKERFILE, FULL_DOCKERFILE, LOCAL_CACHE
 
@@ -134,6 +136,9 @@ class Daemon:
         self.builds: list[dict[str, Any]] = []
         self.resolutions: list[dict[str, Any]] = []
         self.smokes: list[dict[str, Any]] = []
+        self.installs: list[dict[str, Any]] = []
+        self.probes: list[tuple[str, str]] = []
+        self.python_of: dict[str, str] = {}  # image -> its Python, when not 3.13.5
         self.fail_resolution = ""
         self.fail_smoke: Callable[[dict[str, Any]], str] = lambda call: ""
         self.untagged: set[str] = set()  # dockerfiles whose build leaves no image behind
@@ -174,6 +179,26 @@ class Daemon:
             tiny_wheel(dest, project.replace("-", "_"), version, info),
         ]
 
+    def install(self, client: FakeClient, **kw: Any) -> None:
+        """Stands in for pip: the "installed tree" is the folder of wheels it was given, so
+        the build context shows which wheels went into which layer."""
+        self.installs.append(kw)
+        shutil.copytree(kw["wheels"], kw["dest"], dirs_exist_ok=True)
+
+    def read(self, client: FakeClient, image: str, platform: str) -> target.Interpreter:
+        """Stands in for the probe of an image's Python: what it says depends on the
+        platform (and on ``python_of``, to make two images disagree)."""
+        self.probes.append((image, platform))
+        return target.Interpreter(
+            markers={
+                "platform_machine": machine_of(platform),
+                "python_full_version": self.python_of.get(image, "3.13.5"),
+            },
+            tags=(f"cp313-cp313-manylinux_2_17_{machine_of(platform)}", "py3-none-any"),
+            layout={"executable": "/usr/bin/python3", "scripts": "/usr/local/bin"},
+            installed={"pip": "25.1.1"},
+        )
+
     def check(self, client: FakeClient, image: str, **kw: Any) -> smoke.SmokeResult:
         kw["image"] = image
         self.smokes.append(kw)
@@ -212,6 +237,8 @@ def daemon(client: FakeClient, monkeypatch: pytest.MonkeyPatch) -> Daemon:
     fake = Daemon(client)
     monkeypatch.setattr(docker_client, "build", fake.build)
     monkeypatch.setattr(wheels, "download", fake.download)
+    monkeypatch.setattr(wheels, "install", fake.install)
+    monkeypatch.setattr(target, "read", fake.read)
     monkeypatch.setattr(smoke, "check", fake.check)
     return fake
 
@@ -952,7 +979,8 @@ def test_a_platform_group_builds_on_the_base_pinned_for_its_platform(
     ]
     results = [r for g in groups for r in builder.build(g)]
 
-    assert pinned == [("python:3.13-slim", p) for p in both]
+    # The arm64 group's packages are resolved and installed with the amd64 image's pip.
+    assert pinned == [("python:3.13-slim", p) for p in (*both, "linux/amd64")]
     assert [(r.image.id, r.platform, r.ok) for r in results] == [
         ("core-3.9.1-py3.13", "linux/amd64", True),
         ("full-3.9.1-py3.13", "linux/amd64", True),
@@ -968,7 +996,31 @@ def test_a_platform_group_builds_on_the_base_pinned_for_its_platform(
     recorded = Inputs.from_label(cores[1]["labels"][labels.INPUTS])
     assert recorded is not None and recorded.base_id == arm.split("@")[1]
     assert cores[0]["tag"] != cores[1]["tag"]
-    assert daemon.resolutions[2]["base_image"] == arm
+    amd = f"python@{digest_of('python:3.13-slim linux/amd64')}"
+    # amd64 builds as before: pip in the image it builds on, for itself.
+    assert [(r["base_image"], r["target"]) for r in daemon.resolutions[:2]] == [
+        (amd, None),
+        (cores[0]["tag"], None),
+    ]
+    # arm64: natively, for what the arm64 base (then the arm64 core) says it is.
+    core_arm, full_arm = daemon.resolutions[2:]
+    assert core_arm["base_image"] == full_arm["base_image"] == amd
+    assert core_arm["target"].platform == "linux/arm64"
+    assert core_arm["target"].foreign.markers["platform_machine"] == "aarch64"
+    assert core_arm["target"].native.markers["platform_machine"] == "x86_64"
+    assert daemon.probes == [
+        (arm, "linux/arm64"),
+        (amd, "linux/amd64"),
+        (cores[1]["tag"], "linux/arm64"),
+    ]
+    assert [(i["image"], i["target"] is not None, i["dest"].name) for i in daemon.installs] == [
+        (amd, False, "deps"),
+        (amd, False, "prefect"),
+        (cores[0]["tag"], False, "extras"),
+        (amd, True, "deps"),
+        (amd, True, "prefect"),
+        (amd, True, "extras"),
+    ]
     assert [s["machine"] for s in daemon.smokes] == ["x86_64"] * 2 + ["aarch64"] * 2
     # The UI server is checked on the daemon's own platform only: emulated, it takes minutes.
     assert [s["ui"] for s in daemon.smokes] == [smoke.UI_IF_PRESENT] + [smoke.UI_SKIP] * 3
@@ -1006,3 +1058,47 @@ def test_a_default_platform_group_builds_as_before(
     assert all(r.ok and r.platform == "linux/amd64" for r in results)
     assert {b["platform"] for b in daemon.builds} == {None}
     assert {s["machine"] for s in daemon.smokes} == {None}
+
+
+def test_a_foreign_platform_without_a_native_base_image_installs_under_emulation(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    def pin(reference: str, platform: str) -> str:
+        if platform == "linux/amd64":
+            raise BuildError(f"base image {reference} has no {platform} image")
+        return f"python@{digest_of(reference + ' ' + platform)}"
+
+    images = tuple(
+        dataclasses.replace(i, platforms=("linux/arm64",))
+        for i in group_of(matrix, "3.9.1", "3.13").images
+    )
+    stream = io.StringIO()
+    builder = make_builder(client, matrix, tmp_path, stream)
+    builder.pin_base = pin
+    (group,) = groups_of(images)
+    assert all(r.ok for r in builder.build(group))
+    arm = f"python@{digest_of('python:3.13-slim linux/arm64')}"
+    assert (daemon.resolutions[0]["base_image"], daemon.resolutions[0]["target"]) == (arm, None)
+    assert {i["target"] for i in daemon.installs} == {None}
+    assert "installing under emulation: base image python:3.13-slim has no linux/amd64" in (
+        stream.getvalue()
+    )
+
+
+def test_a_native_base_of_another_python_is_refused(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    images = tuple(
+        dataclasses.replace(i, platforms=("linux/arm64",))
+        for i in group_of(matrix, "3.9.1", "3.13").images
+    )
+    builder = make_builder(client, matrix, tmp_path)
+    builder.pin_base = lambda reference, platform: f"python@{digest_of(reference + platform)}"
+    daemon.python_of[f"python@{digest_of('python:3.13-slimlinux/amd64')}"] = "3.13.1"
+    (group,) = groups_of(images)
+    results = builder.build(group)
+    assert {r.error for r in results} == {
+        "linux/arm64: python:3.13-slim (linux/amd64): the native image has Python 3.13.1, "
+        "the foreign one 3.13.5; byte code is per Python version"
+    }
+    assert daemon.builds == []

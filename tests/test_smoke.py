@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -409,3 +413,25 @@ def test_a_client_image_is_asked_for_its_own_package(fake_run: Any) -> None:
     assert command[3:] == ["--ui=if-present", "--package=prefect-client"]
     # prefect-client installs the module, not the `prefect` command.
     assert "import prefect; print('Version: ' + prefect.__version__)" in command[2]
+
+
+def test_the_probe_runs_and_reports_what_the_prefect_command_printed(tmp_path: Path) -> None:
+    """The probe itself, run by this machine's Python with a stand-in `prefect` command."""
+    fake = tmp_path / "prefect"
+    fake.write_text("#!/bin/sh\necho 'Version:             3.9.1'\n")
+    fake.chmod(0o755)
+    done = subprocess.run(
+        smoke._probe_command(smoke.UI_SKIP, "prefect"),
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
+        timeout=60,
+    )
+    report = smoke.parse_report(done.returncode, done.stdout + done.stderr)
+    assert (report.prefect_exit_code, report.prefect_output.strip()) == (
+        0,
+        "Version:             3.9.1",
+    )
+    assert report.python_version == platform.python_version()
+    assert report.machine == platform.machine()

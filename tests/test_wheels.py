@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from publisher import docker_client, wheels
+from publisher import docker_client, target, wheels
 from publisher.errors import BuildError
 from publisher.wheels import IndexOptions, _pins, _pip_reason, redact, revision_of
 
@@ -136,8 +136,11 @@ class FakePip:
         self.calls: list[dict[str, Any]] = []
 
     def __call__(self, client: Any, image: str, command: list[str], **kw: Any) -> tuple[int, str]:
-        self.calls.append({"image": image, "command": command, **kw})
         host = next(h for h, m in kw["volumes"].items() if m["bind"] == "/wheels")
+        files = {p.name: p.read_text() for p in Path(host).glob("*.*") if p.suffix != ".whl"}
+        self.calls.append({"image": image, "command": command, "files": files, **kw})
+        # pip, or pip through the wrapper (python -c WRAPPER TARGET.json ...)
+        command = command[3:] if command[0] == "python" else command
         if command[1] == "install":
             code, output = self.install
             if code == 0:
@@ -282,3 +285,148 @@ def test_download_failures_say_why_without_credentials(
     monkeypatch.setattr(docker_client, "run", fetching)
     with pytest.raises(BuildError, match=r"cannot fetch wheels for prefect==3\.9\.1 with python"):
         download(tmp_path)
+
+
+# -- for a foreign platform, with a native pip -------------------------------------------------
+
+FOREIGN = target.Interpreter(
+    markers={"platform_machine": "aarch64", "python_full_version": "3.13.5"},
+    tags=("cp313-cp313-manylinux_2_17_aarch64", "py3-none-any"),
+    layout={},
+    installed={"pip": "25.1.1", "prefect": "3.9.1", "anyio": "4.0.0"},
+)
+NATIVE = target.Interpreter(
+    markers={"platform_machine": "x86_64", "python_full_version": "3.13.5"},
+    tags=("cp313-cp313-manylinux_2_17_x86_64", "py3-none-any"),
+    layout={},
+    installed={"pip": "25.1.1"},
+)
+ARM64 = target.Target(
+    platform="linux/arm64", native_platform="linux/amd64", foreign=FOREIGN, native=NATIVE
+)
+
+
+def test_download_for_a_target_runs_the_wrapper_with_its_tags_markers_and_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = {"install": [item("prefect", "3.9.1"), item("anyio", "4.0.0"), item("docker", "7")]}
+    pip = FakePip(report)
+    monkeypatch.setattr(docker_client, "run", pip)
+    request = wheels.PipRequest(requirements=("prefect[docker]==3.9.1",), exclude=("prefect",))
+    found = wheels.download(
+        None,  # type: ignore[arg-type]
+        request,
+        base_image="native@sha256:a",
+        dest=tmp_path / "wheels",
+        index=IndexOptions(),
+        target=ARM64,
+    )
+    # What the foreign core has is kept (pinned), and not added again.
+    assert [p.name for p in found] == ["docker-7-py3-none-any.whl"]
+    resolve, fetch = pip.calls
+    wrapper = ["python", "-c", target.PIP_WRAPPER, "/wheels/target.json"]
+    assert resolve["command"][:5] == [*wrapper, "install"]
+    assert resolve["command"][-4:] == [
+        "--constraint",
+        "/wheels/constraints.txt",
+        "--only-binary",
+        ":all:",
+    ]
+    assert resolve["files"]["constraints.txt"] == "anyio==4.0.0\n"
+    assert json.loads(resolve["files"]["target.json"]) == json.loads(ARM64.to_json())
+    assert fetch["command"][:4] == wrapper and "--only-binary" in fetch["command"]
+    assert resolve["image"] == "native@sha256:a"
+    # Nothing of it is left among the wheels.
+    assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == ["docker-7-py3-none-any.whl"]
+
+
+def test_a_target_without_a_wheel_fails_naming_its_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = "ERROR: No matching distribution found for greenlet==3.2.4\n"
+    monkeypatch.setattr(docker_client, "run", FakePip({}, install=(1, missing)))
+    with pytest.raises(BuildError) as caught:
+        wheels.download(
+            None,  # type: ignore[arg-type]
+            wheels.PipRequest(requirements=("prefect==3.9.1",)),
+            base_image="native@sha256:a",
+            dest=tmp_path / "wheels",
+            index=IndexOptions(),
+            target=ARM64,
+        )
+    assert str(caught.value) == (
+        "cannot resolve prefect==3.9.1 for linux/arm64 with the linux/amd64 pip of "
+        "native@sha256:a: No matching distribution found for greenlet==3.2.4"
+    )
+    assert not (tmp_path / "wheels" / "target.json").exists()
+
+
+def test_install_installs_offline_with_root_under_the_staging_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def run(client: Any, image: str, command: list[str], **kw: Any) -> tuple[int, str]:
+        wheels_dir = next(h for h, m in kw["volumes"].items() if m["bind"] == "/wheels")
+        target_json = (Path(wheels_dir) / "target.json").read_text()
+        calls.append({"image": image, "command": command, "target": target_json, **kw})
+        return 0, ""
+
+    monkeypatch.setattr(docker_client, "run", run)
+    folder = tmp_path / "wheels-deps"
+    folder.mkdir()
+    (folder / "anyio-4.0.0-py3-none-any.whl").write_bytes(b"")
+    (folder / "requirements.txt").write_text("anyio==4.0.0\n")
+    dest = tmp_path / "context" / "deps"
+    for chosen in (None, ARM64):
+        wheels.install(None, image="base", wheels=folder, dest=dest, target=chosen)  # type: ignore[arg-type]
+    native, foreign = calls
+    assert native["command"] == [
+        "python",
+        "-c",
+        target.PIP_WRAPPER,
+        "/wheels/target.json",
+        "install",
+        "--no-cache-dir",
+        "--no-index",
+        "--no-deps",
+        "--no-warn-script-location",
+        "--ignore-installed",
+        "--find-links",
+        "/wheels",
+        "--root",
+        "/staging/deps",
+        "--requirement",
+        "/wheels/requirements.txt",
+    ]
+    assert native["volumes"] == {
+        str(folder.resolve()): {"bind": "/wheels", "mode": "ro"},
+        str(dest.resolve()): {"bind": "/staging/deps", "mode": "rw"},
+    }
+    assert native["network_mode"] == "none"
+    assert native["target"] == "{}"
+    assert json.loads(foreign["target"]) == json.loads(ARM64.to_json())
+    assert not (folder / "target.json").exists()
+
+
+def test_install_of_nothing_makes_an_empty_layer_and_runs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(docker_client, "run", lambda *a, **kw: pytest.fail("ran pip"))
+    folder = tmp_path / "wheels-extras"
+    folder.mkdir()
+    (folder / "requirements.txt").write_text("")
+    wheels.install(None, image="base", wheels=folder, dest=tmp_path / "c" / "extras")  # type: ignore[arg-type]
+    assert list((tmp_path / "c" / "extras").iterdir()) == []
+
+
+def test_install_failures_say_for_which_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(docker_client, "run", lambda *a, **kw: (1, "ERROR: disk full\n"))
+    folder = tmp_path / "wheels-deps"
+    folder.mkdir()
+    (folder / "anyio-4.0.0-py3-none-any.whl").write_bytes(b"")
+    with pytest.raises(BuildError) as caught:
+        wheels.install(None, image="n", wheels=folder, dest=tmp_path / "d", target=ARM64)  # type: ignore[arg-type]
+    assert str(caught.value) == "cannot install d for linux/arm64 with n: disk full"

@@ -14,6 +14,9 @@ Scenarios, each run by every method against registries of their own:
   base-update   the oldest version published (not measured), then the base images get a
                 new identity (as python:X.Y-slim does every few weeks) and the newest
                 version is added: released images must be neither rebuilt nor re-pushed.
+  multi-platform  (the publisher only, not run by default) the newest version's Python 3.13
+                images cold, for linux/amd64 alone and then for linux/amd64 + linux/arm64 on a
+                base index of the bootstrap's two bases: what the second platform costs.
 After the cold scenario, the physical limit of that run (tests/bench/limit.py): the
 distinct environments installed once, as many at once as there are cores, plus the bytes
 uploaded at the registry's measured bandwidth.
@@ -52,6 +55,7 @@ from publisher.plan import plan
 from publisher.progress import Reporter
 from publisher.publish import Options, publish
 from publisher.wheels import IndexOptions
+from tests.base_index import push_base_index
 from tests.bench.limit import Limit
 from tests.bench.limit import measure as measure_limit
 from tests.registry_server import run_registry
@@ -65,6 +69,7 @@ from tests.services import (
 SCENARIOS = ("cold", "cold-1", "incremental", "no-op", "base-update")
 BASELINES = ("careful", "naive")
 METHODS = ("publisher", *BASELINES)
+MULTI_PLATFORM = "multi-platform"
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
@@ -235,8 +240,8 @@ def main() -> int:
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=SCENARIOS,
-        help="run only these scenarios (repeatable; default: all)",
+        choices=(*SCENARIOS, MULTI_PLATFORM),
+        help=f"run only these scenarios (repeatable; default: all but {MULTI_PLATFORM})",
     )
     parser.add_argument(
         "--method",
@@ -248,16 +253,19 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="publisher-bench-"))
     try:
         with index_and_base(work, args.index_url, args.base_image) as (index_url, base_image):
+            wanted = args.scenario or SCENARIOS
             results = run(
                 args.matrix,
                 work,
                 index_url,
                 base_image,
                 args.jobs,
-                args.scenario or SCENARIOS,
+                wanted,
                 args.method or METHODS,
                 args.log,
             )
+            if MULTI_PLATFORM in wanted:
+                results += multi_platform(args.matrix, work, index_url, args.jobs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -273,6 +281,8 @@ def main() -> int:
             f"({limit.upload_seconds:.1f} s) = {limit.seconds:.1f} s; "
             f"the publisher's cold run is {cold.seconds / limit.seconds:.2f}x that"
         )
+    if MULTI_PLATFORM in wanted:
+        print(report_multi_platform(results))
     if args.output:
         payload = {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
@@ -368,6 +378,62 @@ def run(
                 measure("base-update", method, matrices["own-all"], storage, address)
     fresh_builder(client, keep)
     return results
+
+
+def multi_platform(matrix: Path, work: Path, index_url: str, jobs: int) -> list[Measure]:
+    """The multi-platform scenario: the same cells cold for one platform, then for two."""
+    boot = Bootstrap.load()
+    python = "3.13"
+    images = {p: boot.platform_image(python, p) for p in ("linux/amd64", "linux/arm64")}
+    client = docker.from_env(timeout=600)
+    data = yaml.safe_load(matrix.read_text())
+    data["versions"] = data["versions"][-1:]
+    data["dockerfiles"] = str(ROOT / "dockerfiles")
+    data["variants"] = {
+        "core": {"pythons": [python]},
+        "full": {"pythons": [python], "default_python": python, "extras": ["docker"]},
+    }
+    results = []
+    storage = work / MULTI_PLATFORM
+    with registry(storage) as address:
+        base = push_base_index(client, address, images, tag=f"{python}-slim")
+        data["base_image"] = base.reference.rsplit(":", 1)[0] + ":{python}-slim"
+        keep = tuple(sorted({i.split(":", 1)[0] + ":" for i in images.values()}))
+        for platforms in (["linux/amd64"], ["linux/amd64", "linux/arm64"]):
+            path = work / f"matrix-{len(platforms)}-platforms.yaml"
+            path.write_text(yaml.safe_dump({**data, "platforms": platforms}, sort_keys=False))
+            fresh_builder(client, keep)
+            before = stored_bytes(storage)
+            started = time.monotonic()
+            built = ours(path, f"{address}/bench-{len(platforms)}", index_url, jobs, None)
+            seconds = time.monotonic() - started
+            method = f"publisher {' + '.join(platforms)}"
+            results.append(
+                Measure(
+                    scenario=MULTI_PLATFORM,
+                    method=method,
+                    seconds=round(seconds, 2),
+                    bytes_uploaded=stored_bytes(storage) - before,
+                    images_built=built,
+                )
+            )
+            print(f"bench: {MULTI_PLATFORM} {method}: {seconds:8.1f} s", flush=True)
+    fresh_builder(client, keep)
+    return results
+
+
+def report_multi_platform(results: list[Measure]) -> str:
+    one, both = [r for r in results if r.scenario == MULTI_PLATFORM]
+    second = both.seconds - one.seconds
+    return tabulate(
+        [
+            (one.method, f"{one.seconds:.1f}", f"{one.bytes_uploaded / 1e6:.1f}"),
+            (both.method, f"{both.seconds:.1f}", f"{both.bytes_uploaded / 1e6:.1f}"),
+            ("second platform / first", f"{second / one.seconds:.2f}", ""),
+        ],
+        headers=("multi-platform, cold", "seconds", "MB up"),
+        disable_numparse=True,
+    )
 
 
 def report(results: list[Measure]) -> str:
