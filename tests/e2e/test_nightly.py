@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from publisher.errors import SourceError
+from publisher.staging import is_staging
 from tests.helpers import assert_one_error_line
 
 from .conftest import SECRET, Published, Services, run_publisher, write_matrix
@@ -52,6 +53,11 @@ def utc_day(date: str) -> str:
 
 def is_nightly(tag: str) -> bool:
     return tag == "master" or tag.startswith("master-")
+
+
+def is_release(tag: str) -> bool:
+    """A tag of a release: neither a nightly's nor a staging tag (which every upload moves)."""
+    return not is_nightly(tag) and not is_staging(tag)
 
 
 def git(repo: Path, *args: str, date: str | None = None) -> str:
@@ -177,7 +183,7 @@ def snapshot(published: Published) -> dict[str, str | None]:
 def purge_nightly_tags(published: Published) -> None:
     """Delete the nightly images' manifests (and with them their tags) from the registry."""
     tags = snapshot(published)
-    releases = {digest for tag, digest in tags.items() if not is_nightly(tag)}
+    releases = {digest for tag, digest in tags.items() if is_release(tag)}
     for digest in {d for tag, d in tags.items() if is_nightly(tag) and d is not None}:
         assert digest not in releases, f"a nightly tag shares {digest} with a release tag"
         response = requests.delete(
@@ -321,10 +327,10 @@ def test_a_run_without_new_commits_builds_nothing(nightlies: Nightlies) -> None:
 
 
 def test_no_release_tag_moves(nightlies: Nightlies) -> None:
-    releases = {tag: d for tag, d in nightlies.before.items() if not is_nightly(tag)}
+    releases = {tag: d for tag, d in nightlies.before.items() if is_release(tag)}
     assert releases and all(releases.values())
     for run in nightlies.runs:
-        assert {tag: d for tag, d in run.digests.items() if not is_nightly(tag)} == releases
+        assert {tag: d for tag, d in run.digests.items() if is_release(tag)} == releases
 
 
 def test_nightly_image_holds_no_git_and_no_source_checkout(
