@@ -155,13 +155,15 @@ class Bootstrap:
     platform_images: Mapping[str, str] = field(default_factory=dict)
     # The Pythons whose base exists for every platform in platform_images (else amd64 only).
     multi_platform_pythons: tuple[str, ...] = ()
+    # A dockerd of its own holding the amd64 bases: a second CI runner (None: not started).
+    second_docker_host: str | None = None
 
     @classmethod
     def load(cls, path: Path = STATE_DIR / "bootstrap.json") -> Bootstrap:
         """Read it; FileNotFoundError when the bootstrap has not run.
 
         A bootstrap.json from before arm64 bases (no platform_images) still loads: the amd64
-        base is then its only platform.
+        base is then its only platform; one from before the second dockerd, without it.
         """
         data = json.loads(path.read_text())
         return cls(
@@ -176,6 +178,7 @@ class Bootstrap:
                 data.get("platform_images") or {HOST_PLATFORM: data["base_image"]}
             ),
             multi_platform_pythons=tuple(data.get("multi_platform_pythons", ())),
+            second_docker_host=data.get("second_docker_host"),
         )
 
     def platform_image(self, python: str, platform: str) -> str:

@@ -67,12 +67,14 @@ def test_bootstrap_json_is_read_into_a_dataclass(
     assert boot.platform_image("3.13", "linux/amd64") == "publisher-test/python:3.13-slim"
     with pytest.raises(KeyError):
         boot.platform_image("3.13", "linux/arm64")
+    assert boot.second_docker_host is None  # written before the second dockerd
 
 
-def test_bootstrap_json_names_the_per_platform_bases(tmp_path: Path) -> None:
+def test_bootstrap_json_names_the_per_platform_bases_and_the_second_dockerd(tmp_path: Path) -> None:
     path = tmp_path / "bootstrap.json"
     data = {
         "docker_host": "unix:///var/run/docker.sock",
+        "second_docker_host": "unix:///tmp/publisher-bootstrap/dockerd2/docker.sock",
         "base_image": "publisher-test/python:{python}-slim",
         "pythons": ["3.11", "3.13"],
         "platform_images": {
@@ -92,6 +94,7 @@ def test_bootstrap_json_names_the_per_platform_bases(tmp_path: Path) -> None:
     assert boot.platform_image("3.11", "linux/amd64").endswith("3.11-slim-linux-amd64")
     with pytest.raises(KeyError):
         boot.platform_image("3.11", "linux/arm64")
+    assert boot.second_docker_host == "unix:///tmp/publisher-bootstrap/dockerd2/docker.sock"
 
 
 def test_wheel_flags_name_the_interpreter_and_every_platform() -> None:

@@ -55,3 +55,21 @@ def test_the_build_job_reads_only_keys_a_matrix_entry_has(repo_root: Path, name:
     assert build["runs-on"] == "${{ matrix.runner }}"
     used = set(re.findall(r"\bmatrix\.(\w+)", yaml.safe_dump(build)))
     assert used == ENTRY_KEYS
+
+
+def step_running(job: dict[str, Any], command: str) -> dict[str, Any]:
+    """The one step of ``job`` that runs `publisher COMMAND`."""
+    (step,) = [s for s in job["steps"] if f"publisher {command} " in s.get("run", "")]
+    return step
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_promote_selects_the_images_the_plan_job_sharded(repo_root: Path, name: str) -> None:
+    # Promote checks every image it plans; one outside the selection may be unpublished.
+    jobs = load_workflow(repo_root, name)["jobs"]
+    plan = step_running(jobs["plan"], "plan")
+    promote = step_running(jobs["promote"], "promote")
+    assert plan.get("env", {}).get("SELECT") == promote.get("env", {}).get("SELECT")
+    for step in (plan, promote):
+        if "SELECT" in step.get("env", {}):
+            assert 'args+=(--select "$glob")' in step["run"] and '"${args[@]}"' in step["run"]

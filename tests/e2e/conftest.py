@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,9 +59,11 @@ class Services:
     pythons: tuple[str, ...]
     sdist: Path
     state: Path
+    docker_host: str  # the daemon every test uses (DOCKER_HOST)
     # Platform -> local base image template ({python}), and the Pythons built for all of them.
     platform_images: Mapping[str, str] = field(default_factory=dict)
     multi_platform_pythons: tuple[str, ...] = ()
+    second_docker_host: str | None = None  # another daemon, with the amd64 bases only
 
     def index_with_secret(self) -> str:
         return self.index.replace("http://", f"http://ci:{SECRET}@", 1)
@@ -79,14 +81,19 @@ def _bootstrapped() -> Bootstrap:
         found = Bootstrap.load()
     except FileNotFoundError as exc:
         _require(f"{exc.filename} not found: run `.ci/bootstrap up` as root (or `nox -s tests`)")
-    try:
-        with closing(docker.DockerClient(base_url=found.docker_host, timeout=10)) as client:
-            client.ping()
-            for python in found.pythons:
-                client.images.get(found.base_image.format(python=python))
-    except docker.errors.DockerException as exc:
-        _require(f"the bootstrap's dockerd or base images are not there: {exc}")
+    _require_daemon(found.docker_host, (found.base_image.format(python=p) for p in found.pythons))
     return found
+
+
+def _require_daemon(host: str, images: Iterable[str]) -> None:
+    """Skip (or fail in CI) unless the dockerd at ``host`` answers and holds ``images``."""
+    try:
+        with closing(docker.DockerClient(base_url=host, timeout=10)) as client:
+            client.ping()
+            for image in images:
+                client.images.get(image)
+    except docker.errors.DockerException as exc:
+        _require(f"the bootstrap's dockerd at {host} or its base images are not there: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -111,8 +118,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
                 pythons=boot.pythons,
                 sdist=sdist(wheelhouse),
                 state=boot.state_dir,
+                docker_host=boot.docker_host,
                 platform_images=boot.platform_images,
                 multi_platform_pythons=boot.multi_platform_pythons,
+                second_docker_host=boot.second_docker_host,
             )
 
 
@@ -141,12 +150,23 @@ def multiarch_base(services: Services, docker_client: docker.DockerClient) -> Ba
     return push_base_index(docker_client, services.registry, images, tag=f"{python}-slim")
 
 
+@pytest.fixture(scope="session")
+def runners(services: Services) -> tuple[str, str]:
+    """Two Docker daemons standing in for two CI runners, each with the amd64 base images:
+    the one every test uses, and the bootstrap's second."""
+    if services.second_docker_host is None:
+        _require("the bootstrap started no second dockerd: run `.ci/bootstrap up` again")
+    bases = [services.base_image.format(python=python) for python in services.pythons]
+    _require_daemon(services.second_docker_host, bases)
+    return services.docker_host, services.second_docker_host
+
+
 def run_publisher(
     *args: str | Path, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`python -m publisher ARGS` as a maintainer would run it."""
     return subprocess.run(
-        [sys.executable, "-m", "publisher", *map(str, args)],
+        _publisher(args),
         cwd=REPO_ROOT,
         env={**os.environ, **(env or {})},
         input=stdin,
@@ -155,6 +175,23 @@ def run_publisher(
         timeout=3600,
         check=False,
     )
+
+
+def start_publisher(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`python -m publisher ARGS` in the background; its stderr and stdout in one pipe."""
+    return subprocess.Popen(
+        _publisher(args),
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _publisher(args: Iterable[str | Path]) -> list[str]:
+    return [sys.executable, "-m", "publisher", *map(str, args)]
 
 
 def release_snapshot(registry: RegistryClient, repo: str) -> dict[str, str | None]:
