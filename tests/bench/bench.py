@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -107,6 +108,31 @@ def index_and_base(
 def stored_bytes(storage: Path) -> int:
     data = storage / "data"
     return sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) if data.exists() else 0
+
+
+def measured(
+    client: docker.DockerClient,
+    keep: tuple[str, ...],
+    storage: Path,
+    scenario: str,
+    method: str,
+    publish_with: Callable[[], int],
+) -> Measure:
+    """Run one method on an emptied builder: its seconds, what the registry's storage grew
+    by, and the builds it reported."""
+    fresh_builder(client, keep)
+    before = stored_bytes(storage)
+    started = time.monotonic()
+    built = publish_with()
+    seconds = time.monotonic() - started
+    print(f"bench: {scenario:12} {method:9} {seconds:8.1f} s  built {built}", flush=True)
+    return Measure(
+        scenario=scenario,
+        method=method,
+        seconds=round(seconds, 2),
+        bytes_uploaded=stored_bytes(storage) - before,
+        images_built=built,
+    )
 
 
 def fresh_builder(client: docker.DockerClient, keep_prefix: tuple[str, ...]) -> None:
@@ -341,21 +367,16 @@ def run(
     results: list[Measure] = []
 
     def measure(scenario: str, method: str, matrix: Path, storage: Path, address: str) -> None:
-        fresh_builder(client, keep)
-        before = stored_bytes(storage)
-        started = time.monotonic()
-        built = methods[method](matrix, f"{address}/bench")
-        seconds = time.monotonic() - started
         results.append(
-            Measure(
-                scenario=scenario,
-                method=method,
-                seconds=round(seconds, 2),
-                bytes_uploaded=stored_bytes(storage) - before,
-                images_built=built,
+            measured(
+                client,
+                keep,
+                storage,
+                scenario,
+                method,
+                lambda: methods[method](matrix, f"{address}/bench"),
             )
         )
-        print(f"bench: {scenario:12} {method:9} {seconds:8.1f} s  built {built}", flush=True)
 
     for method in [m for m in methods if m in only]:
         if {"cold-1", "incremental"} & set(wanted):
@@ -402,22 +423,17 @@ def multi_platform(matrix: Path, work: Path, index_url: str, jobs: int) -> list[
         for platforms in (["linux/amd64"], ["linux/amd64", "linux/arm64"]):
             path = work / f"matrix-{len(platforms)}-platforms.yaml"
             path.write_text(yaml.safe_dump({**data, "platforms": platforms}, sort_keys=False))
-            fresh_builder(client, keep)
-            before = stored_bytes(storage)
-            started = time.monotonic()
-            built = ours(path, f"{address}/bench-{len(platforms)}", index_url, jobs, None)
-            seconds = time.monotonic() - started
-            method = f"publisher {' + '.join(platforms)}"
+            destination = f"{address}/bench-{len(platforms)}"
             results.append(
-                Measure(
-                    scenario=MULTI_PLATFORM,
-                    method=method,
-                    seconds=round(seconds, 2),
-                    bytes_uploaded=stored_bytes(storage) - before,
-                    images_built=built,
+                measured(
+                    client,
+                    keep,
+                    storage,
+                    MULTI_PLATFORM,
+                    f"publisher {' + '.join(platforms)}",
+                    functools.partial(ours, path, destination, index_url, jobs, None),
                 )
             )
-            print(f"bench: {MULTI_PLATFORM} {method}: {seconds:8.1f} s", flush=True)
     fresh_builder(client, keep)
     return results
 
