@@ -1,23 +1,20 @@
 # The core image: Python, tini, the entrypoint and prefect with its core dependencies.
 #
-# Build context (prepared by the publisher): this file, entrypoint.sh, and the packages the
-# base image's pip resolved for this cell, already installed as that pip installs them with
-# --root (the base's site- or dist-packages, /usr/local/bin): deps/ (everything prefect
-# needs) and prefect/ (prefect itself). They are installed outside the build, on the
-# daemon's own platform even when the image is for another one (under QEMU, pip took 20
-# minutes to install what it installs natively in seconds), and from wheels only: no index
-# URL or credential can reach the image.
+# Build context (prepared by the publisher): this file, entrypoint.sh, the .deb files of
+# debs/ (tini), and the packages the base image's pip resolved for this cell, already
+# installed as that pip installs them with --root (the base's site- or dist-packages,
+# /usr/local/bin): deps/ (everything prefect needs) and prefect/ (prefect itself). They are
+# installed outside the build, on the daemon's own platform even when the image is for
+# another one (under QEMU, pip took 20 minutes to install what it installs natively in
+# seconds), and from wheels only: no index URL or credential can reach the image.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE}
-# tini reaps zombies and forwards signals to the flow run. Debian's current tini is what
-# we want, so it is not pinned. The package caches go too: bases without the docker-clean
-# apt hook (debootstrap ones) would otherwise keep ~90 MB of them in this layer.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini \
-    && apt-get clean \
-    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+# tini reaps zombies and forwards signals to the flow run. Its .deb (debs/) was fetched by
+# the base's own apt for this platform, outside the build (publisher/debs.py): dpkg only
+# installs it here, so no `apt-get update` runs in the build, which took minutes under QEMU.
+COPY debs/ /tmp/debs/
+RUN dpkg -i /tmp/debs/*.deb && rm -rf /tmp/debs
 COPY entrypoint.sh /usr/local/bin/entrypoint.sh
 # Dependencies and prefect are separate layers, so that releases whose dependencies resolve
 # alike (most patch releases) share one dependency layer: the same wheels install as the

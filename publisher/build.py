@@ -17,6 +17,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import docker
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from . import bases, docker_client, labels, smoke, target, wheels
+from . import bases, debs, docker_client, labels, smoke, target, wheels
 from .errors import PublisherError
 from .inputs import Inputs, of_packages
 from .matrix import Matrix
@@ -193,7 +194,11 @@ class Builder:
         self.sources = Sources.read(settings.dockerfiles)
 
     def build(self, group: Group) -> list[Built]:
-        """Build and smoke-test a group; failures come back as results, not exceptions."""
+        """Build and smoke-test a group; failures come back as results, not exceptions.
+
+        An image's smoke test runs while the next image of the group is built (they only
+        read the image tested): under QEMU a smoke test takes minutes, and natively the
+        core's UI check would otherwise hold up the builds of its variants."""
         started = time.monotonic()
         try:
             core, parent = self._core(group)
@@ -202,7 +207,15 @@ class Builder:
             error = _on(group, str(exc))
             return [Built(image=i, platform=group.platform, error=error) for i in group.images]
         core_seconds = time.monotonic() - started
-        results = [self._image(group, image, core, parent) for image in group.images]
+        checks: list[Future[Built]] = []
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="smoke") as pool:
+            for image in group.images:
+                built = self._image(group, image, core, parent)
+                if isinstance(built, Built):
+                    checks.append(_done(built))
+                else:
+                    checks.append(pool.submit(self._check, group, image, *built))
+            results = [check.result() for check in checks]
         # The core build is charged to the group's first image.
         first = results[0]
         results[0] = dataclasses.replace(first, seconds=first.seconds + core_seconds)
@@ -247,11 +260,14 @@ class Builder:
         # parent as the local build it was pushed from, so a resumed run rebuilds nothing.
         return core, _Parent(ref=parent, id=docker_client.image_id(self.client, parent))
 
-    def _image(self, group: Group, image: Image, core: Recipe, parent: _Parent) -> Built:
+    def _image(
+        self, group: Group, image: Image, core: Recipe, parent: _Parent
+    ) -> Built | tuple[str, float]:
+        """Build ``image`` (the core is built already); its local id and when it was
+        started, ready for its smoke test, or a failed Built."""
         started = time.monotonic()
-        recipe = core
-        subject = image.id if not group.pinned_base else f"{image.id} {group.platform}"
         try:
+            recipe = core
             if image.extras:
                 recipe = extras_recipe(
                     image,
@@ -263,11 +279,21 @@ class Builder:
                 recipe = dataclasses.replace(recipe, replaces=group.replaces.get(image.id, ""))
                 self._ensure(
                     recipe,
-                    subject,
+                    _subject(group, image),
                     lambda d: self._extras_context(group, image, recipe, parent, d),
                     platform=_build_platform(group),
                 )
-            local = self.client.images.get(recipe.cache_ref)
+            return str(self.client.images.get(recipe.cache_ref).id), started
+        except PublisherError as exc:
+            return self._failed(group, image, str(exc), started)
+        except docker.errors.ImageNotFound as exc:
+            return self._failed(group, image, f"image vanished: {exc}", started)
+
+    def _check(self, group: Group, image: Image, local_id: str, started: float) -> Built:
+        """Smoke-test a built image."""
+        subject = _subject(group, image)
+        try:
+            local = self.client.images.get(local_id)
             size = int(local.attrs.get("Size", 0))
             self.reporter.step(subject, "smoke-testing")
             result = smoke.check(
@@ -284,17 +310,9 @@ class Builder:
                 package=image.package,
             )
         except PublisherError as exc:
-            self.reporter.step(subject, f"FAILED: {exc}")
-            return Built(
-                image=image,
-                platform=group.platform,
-                error=_on(group, str(exc)),
-                seconds=time.monotonic() - started,
-            )
+            return self._failed(group, image, str(exc), started)
         except docker.errors.ImageNotFound as exc:
-            return Built(
-                image=image, platform=group.platform, error=_on(group, f"image vanished: {exc}")
-            )
+            return self._failed(group, image, f"image vanished: {exc}", started)
         self.reporter.step(
             subject,
             f"passed (prefect {result.prefect_version}, Python {result.python_version}, "
@@ -305,6 +323,15 @@ class Builder:
             platform=group.platform,
             local_id=str(local.id),
             size=size,
+            seconds=time.monotonic() - started,
+        )
+
+    def _failed(self, group: Group, image: Image, error: str, started: float) -> Built:
+        self.reporter.step(_subject(group, image), f"FAILED: {error}")
+        return Built(
+            image=image,
+            platform=group.platform,
+            error=_on(group, error),
             seconds=time.monotonic() - started,
         )
 
@@ -356,6 +383,14 @@ class Builder:
             ("prefect", [w for w in found if _name(w) == package]),
         ):
             self._install(group.subject, pip, _wheel_dir(work / f"wheels-{layer}", files), context)
+        debs.fetch(
+            self.client,
+            image=pip.image,
+            identity=core.inputs.base_id,
+            dest=context / "debs",
+            platform=_build_platform(group),
+        )
+        self.reporter.step(group.subject, f"fetched {' '.join(debs.PACKAGES)}")
         self._copy_sources(context, core.dockerfile, "entrypoint.sh")
         revision = self.settings.revision or wheels.revision_of(found, group.package)
         return context, self._labels(group.images[0], of_packages(found), revision)
@@ -527,6 +562,17 @@ def _name(wheel: Path) -> str:
 def _build_platform(group: Group) -> str | None:
     """The platform a build asks the daemon for; None builds as the daemon always has."""
     return group.platform if group.pinned_base else None
+
+
+def _subject(group: Group, image: Image) -> str:
+    """How progress lines name an image: with its platform when the plan names platforms."""
+    return image.id if not group.pinned_base else f"{image.id} {group.platform}"
+
+
+def _done(built: Built) -> Future[Built]:
+    future: Future[Built] = Future()
+    future.set_result(built)
+    return future
 
 
 def _on(group: Group, error: str) -> str:

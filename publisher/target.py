@@ -19,9 +19,12 @@ layout.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -29,6 +32,9 @@ from packaging.utils import canonicalize_name
 
 from . import docker_client
 from .errors import BuildError
+
+_CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+CACHE = _CACHE_HOME / "prefect-publisher" / "interpreters"  # what images said, by image id
 
 # Runs in the image with its own Python. pip's vendored packaging gives the marker keys pip
 # evaluates; compatibility_tags.get_supported() is the tag list pip itself uses. Only what
@@ -143,7 +149,25 @@ class Target:
 
 
 def read(client: docker.DockerClient, image: str, platform: str) -> Interpreter:
-    """Probe ``image``'s Python (emulated when ``platform`` is foreign: one Python start)."""
+    """Probe ``image``'s Python (emulated when ``platform`` is foreign: one Python start).
+
+    What an image says is kept on disk under its image id, which names its content: under
+    QEMU each probe is a Python start of 20 to 60 s, and every run of a multi-platform
+    release would otherwise probe the same bases again."""
+    cached = CACHE / f"{docker_client.image_id(client, image).replace(':', '-')}.json"
+    try:
+        return Interpreter.from_json(json.loads(cached.read_text()))
+    except (OSError, ValueError, LookupError, AttributeError):
+        pass  # not probed yet (or a damaged entry): probe it
+    found = _probe(client, image, platform)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    scratch = cached.with_suffix(f".{os.getpid()}.tmp")
+    scratch.write_text(json.dumps(dataclasses.asdict(found)))
+    scratch.replace(cached)  # whole or not at all, whoever reads it meanwhile
+    return found
+
+
+def _probe(client: docker.DockerClient, image: str, platform: str) -> Interpreter:
     code, output = docker_client.run(client, image, ["python", "-c", _PROBE], network_mode="none")
     lines = [line for line in output.splitlines() if line.startswith("{")]
     if code != 0 or not lines:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import shutil
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 import yaml
 from fakes import digest_of
 
-from publisher import docker_client, engine, labels, smoke, target, wheels
+from publisher import debs, docker_client, engine, labels, smoke, target, wheels
 from publisher.build import Builder, Group, NightlySource, Settings, groups_of
 from publisher.errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryError
 from publisher.inputs import Inputs
@@ -138,6 +139,7 @@ class Daemon:
         self.smokes: list[dict[str, Any]] = []
         self.installs: list[dict[str, Any]] = []
         self.probes: list[tuple[str, str]] = []
+        self.fetches: list[dict[str, Any]] = []
         self.python_of: dict[str, str] = {}  # image -> its Python, when not 3.13.5
         self.fail_resolution = ""
         self.fail_smoke: Callable[[dict[str, Any]], str] = lambda call: ""
@@ -184,6 +186,15 @@ class Daemon:
         the build context shows which wheels went into which layer."""
         self.installs.append(kw)
         shutil.copytree(kw["wheels"], kw["dest"], dirs_exist_ok=True)
+
+    def fetch(self, client: FakeClient, **kw: Any) -> list[Path]:
+        """Stands in for apt: one .deb named after the architecture asked for."""
+        self.fetches.append(kw)
+        kw["dest"].mkdir(parents=True, exist_ok=True)
+        architecture = debs.debian_architecture(kw["platform"]) if kw["platform"] else "own"
+        deb = kw["dest"] / f"tini_0.19.0-3_{architecture}.deb"
+        deb.write_bytes(b"!<arch>\n")
+        return [deb]
 
     def read(self, client: FakeClient, image: str, platform: str) -> target.Interpreter:
         """Stands in for the probe of an image's Python: what it says depends on the
@@ -238,6 +249,7 @@ def daemon(client: FakeClient, monkeypatch: pytest.MonkeyPatch) -> Daemon:
     monkeypatch.setattr(docker_client, "build", fake.build)
     monkeypatch.setattr(wheels, "download", fake.download)
     monkeypatch.setattr(wheels, "install", fake.install)
+    monkeypatch.setattr(debs, "fetch", fake.fetch)
     monkeypatch.setattr(target, "read", fake.read)
     monkeypatch.setattr(smoke, "check", fake.check)
     return fake
@@ -487,6 +499,35 @@ def test_a_failing_smoke_test_fails_only_its_image(
     assert full.error == "extra 'docker' is missing docker"
     assert full.local_id == ""
     assert len(daemon.smokes) == 2
+
+
+def test_the_core_s_smoke_test_runs_while_the_next_image_builds(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    full_built = threading.Event()
+    build = daemon.build
+
+    def build_and_tell(client: FakeClient, request: docker_client.BuildRequest, **kw: Any) -> str:
+        ident = build(client, request, **kw)
+        if request.dockerfile == FULL_DOCKERFILE:
+            full_built.set()
+        return ident
+
+    daemon.build = build_and_tell  # type: ignore[method-assign]
+    # The core's smoke test waits for the full image's build: run one after the other,
+    # the build would only start once this gave up.
+    daemon.fail_smoke = lambda call: (
+        ""
+        if call["extras_present"] or full_built.wait(timeout=10)
+        else "the full image was not built during the core's smoke test"
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(docker_client, "build", build_and_tell)
+        results = make_builder(client, matrix, tmp_path).build(group_of(matrix, "3.9.1", "3.13"))
+    assert [(r.image.id, r.error) for r in results] == [
+        ("core-3.9.1-py3.13", ""),
+        ("full-3.9.1-py3.13", ""),
+    ]
 
 
 def test_an_image_gone_before_its_smoke_test_fails(
@@ -1021,6 +1062,13 @@ def test_a_platform_group_builds_on_the_base_pinned_for_its_platform(
         (amd, True, "prefect"),
         (amd, True, "extras"),
     ]
+    # tini for arm64 comes from the amd64 image's apt, told to fetch arm64's; the arm64
+    # core's build context carries that .deb, and its build runs no apt-get.
+    assert [(f["image"], f["platform"]) for f in daemon.fetches] == [
+        (amd, "linux/amd64"),
+        (amd, "linux/arm64"),
+    ]
+    assert "debs/tini_0.19.0-3_arm64.deb" in cores[1]["files"]
     assert [s["machine"] for s in daemon.smokes] == ["x86_64"] * 2 + ["aarch64"] * 2
     # The UI server is checked on the daemon's own platform only: emulated, it takes minutes.
     assert [s["ui"] for s in daemon.smokes] == [smoke.UI_IF_PRESENT] + [smoke.UI_SKIP] * 3

@@ -34,6 +34,14 @@ def interpreter(machine: str = "aarch64", python: str = "3.13.5", **kw: Any) -> 
     )
 
 
+@pytest.fixture(autouse=True)
+def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty cache of probes, and image ids that follow the reference."""
+    monkeypatch.setattr(target, "CACHE", tmp_path / "interpreters")
+    monkeypatch.setattr(docker_client, "image_id", lambda client, ref: f"sha256:id-of-{ref[-1]}")
+    return tmp_path / "interpreters"
+
+
 def test_read_parses_the_probe_and_canonicalises_names(monkeypatch: pytest.MonkeyPatch) -> None:
     document = {
         "markers": {"platform_machine": "aarch64", "python_full_version": "3.13.5"},
@@ -53,6 +61,39 @@ def test_read_parses_the_probe_and_canonicalises_names(monkeypatch: pytest.Monke
     assert found.tags[0] == "cp313-cp313-manylinux_2_41_aarch64"
     assert found.installed == {"typing-extensions": "4.12.2", "pip": "25.1.1"}
     assert calls == [("base@sha256:a", ["python", "-c"], {"network_mode": "none"})]
+
+
+def test_an_image_is_probed_once(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    document = {
+        "markers": {"platform_machine": "aarch64", "python_full_version": "3.13.5"},
+        "tags": ["cp313-cp313-manylinux_2_41_aarch64"],
+        "layout": LAYOUT,
+        "installed": {"pip": "25.1.1"},
+    }
+    calls = []
+
+    def run(client: Any, image: str, command: list[str], **kw: Any) -> tuple[int, str]:
+        calls.append(image)
+        return 0, json.dumps(document) + "\n"
+
+    monkeypatch.setattr(docker_client, "run", run)
+    first = target.read(None, "base@sha256:a", "linux/arm64")  # type: ignore[arg-type]
+    # The same image by another name (its id is the same), and a later run: no probe.
+    assert target.read(None, "other:a", "linux/arm64") == first  # type: ignore[arg-type]
+    assert calls == ["base@sha256:a"]
+    # Another image is probed; a damaged entry is probed again and rewritten.
+    target.read(None, "base@sha256:b", "linux/arm64")  # type: ignore[arg-type]
+    (cache / "sha256-id-of-a.json").write_text("{")
+    assert target.read(None, "base@sha256:a", "linux/arm64") == first  # type: ignore[arg-type]
+    assert calls == ["base@sha256:a", "base@sha256:b", "base@sha256:a"]
+    assert sorted(p.name for p in cache.iterdir()) == ["sha256-id-of-a.json", "sha256-id-of-b.json"]
+
+
+def test_a_failed_probe_is_not_kept(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    monkeypatch.setattr(docker_client, "run", lambda *a, **kw: (1, "Segmentation fault\n"))
+    with pytest.raises(BuildError):
+        target.read(None, "base@sha256:a", "linux/arm64")  # type: ignore[arg-type]
+    assert not cache.exists() or list(cache.iterdir()) == []
 
 
 @pytest.mark.parametrize(

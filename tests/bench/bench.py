@@ -20,9 +20,9 @@ Scenarios, each run by every method against registries of their own:
 After the cold scenario, the physical limit of that run (tests/bench/limit.py): the
 distinct environments installed once, as many at once as there are cores, plus the bytes
 uploaded at the registry's measured bandwidth.
-Every measured run starts from an emptied builder cache (base images kept), as CI
-builders do. "Bytes uploaded" is what the registry's storage grew by; "images built" is
-the number of image builds the method ran.
+Every measured run starts from an emptied builder cache (base images kept) and with the
+publisher's download caches emptied, as on a fresh CI runner. "Bytes uploaded" is what the
+registry's storage grew by; "images built" is the number of image builds the method ran.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import docker
 import yaml
 from tabulate import tabulate
 
+from publisher import debs, target, wheels
 from publisher.build import Settings
 from publisher.destination import Destination
 from publisher.matrix import load
@@ -121,6 +122,10 @@ def measured(
     """Run one method on an emptied builder: its seconds, what the registry's storage grew
     by, and the builds it reported."""
     fresh_builder(client, keep)
+    # The publisher's own caches go too (pip's, the fetched .debs, the probed interpreters),
+    # as the careful loop's pip cache mount goes with the builder's cache.
+    for cache in (wheels.CACHE, debs.CACHE, target.CACHE):
+        shutil.rmtree(cache, ignore_errors=True)
     before = stored_bytes(storage)
     started = time.monotonic()
     built = publish_with()
