@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -72,6 +72,7 @@ SCENARIOS = ("cold", "cold-1", "incremental", "no-op", "base-update")
 BASELINES = ("careful", "naive")
 METHODS = ("publisher", *BASELINES)
 MULTI_PLATFORM = "multi-platform"
+SWEEP = "cold, --jobs "  # scenario name prefix of the --sweep-jobs runs
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
@@ -260,6 +261,13 @@ def main() -> int:
     )
     parser.add_argument("--base-image", help="default: the bootstrap's base images")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--sweep-jobs",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="then the publisher's cold run once per --jobs N, one after the other",
+    )
     parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--log", type=Path, help="append the publisher's progress lines here")
     parser.add_argument(
@@ -297,6 +305,18 @@ def main() -> int:
             )
             if MULTI_PLATFORM in wanted:
                 results += multi_platform(args.matrix, work, index_url, args.jobs)
+            for jobs in args.sweep_jobs or ():
+                cold = run(
+                    args.matrix,
+                    work,
+                    index_url,
+                    base_image,
+                    jobs,
+                    ["cold"],
+                    ["publisher"],
+                    args.log,
+                )
+                results += [replace(r, scenario=f"{SWEEP}{jobs}") for r in cold]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -314,6 +334,8 @@ def main() -> int:
         )
     if MULTI_PLATFORM in wanted:
         print(report_multi_platform(results))
+    if args.sweep_jobs:
+        print(report_sweep(results))
     if args.output:
         payload = {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
@@ -453,6 +475,20 @@ def report_multi_platform(results: list[Measure]) -> str:
             ("second platform / first", f"{second / one.seconds:.2f}", ""),
         ],
         headers=("multi-platform, cold", "seconds", "MB up"),
+        disable_numparse=True,
+    )
+
+
+def report_sweep(results: list[Measure]) -> str:
+    """The cold run's seconds per --jobs, and each against the fastest."""
+    runs = [r for r in results if r.scenario.startswith(SWEEP)]
+    fastest = min(r.seconds for r in runs)
+    return tabulate(
+        [
+            (r.scenario.removeprefix(SWEEP), f"{r.seconds:.1f}", _ratio(r.seconds, fastest))
+            for r in runs
+        ],
+        headers=("cold, --jobs", "seconds", "x fastest"),
         disable_numparse=True,
     )
 

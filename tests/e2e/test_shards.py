@@ -183,7 +183,15 @@ def _described(registry: RegistryClient, repo: str, tag: str) -> dict[str, Any]:
     """What an image says of itself that does not depend on where it was built: its labels
     but the build-specific ones, and its number of layers."""
     config = registry.image_config(repo, tag)
-    found = config.get("config", {}).get("Labels") or {}
+    found = dict(config.get("config", {}).get("Labels") or {})
+    if labels.INPUTS in found:
+        # The base by identity (base_id), as the fingerprint takes it: an image built
+        # earlier from the same base under another name (the session's base index, pushed
+        # to a registry by the multi-platform tests) is that build, and its label keeps the
+        # name it was built with.
+        inputs = json.loads(found[labels.INPUTS])
+        inputs.pop("base", None)
+        found[labels.INPUTS] = json.dumps(inputs, sort_keys=True)
     return {
         "labels": {key: value for key, value in found.items() if key not in BUILD_SPECIFIC},
         "layers": len(config.get("rootfs", {}).get("diff_ids", [])),
