@@ -306,9 +306,12 @@ def main() -> int:
             if MULTI_PLATFORM in wanted:
                 results += multi_platform(args.matrix, work, index_url, args.jobs)
             for jobs in args.sweep_jobs or ():
-                cold = run(
+                # A folder (so a registry) of its own: the release must not be there yet.
+                sweep = work / f"sweep-{jobs}"
+                sweep.mkdir()
+                measures = run(
                     args.matrix,
-                    work,
+                    sweep,
                     index_url,
                     base_image,
                     jobs,
@@ -316,7 +319,9 @@ def main() -> int:
                     ["publisher"],
                     args.log,
                 )
-                results += [replace(r, scenario=f"{SWEEP}{jobs}") for r in cold]
+                results += [
+                    replace(r, scenario=f"{SWEEP}{jobs}") for r in measures if r.scenario == "cold"
+                ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
