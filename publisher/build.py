@@ -295,7 +295,6 @@ class Builder:
         try:
             local = self.client.images.get(local_id)
             size = int(local.attrs.get("Size", 0))
-            self.reporter.step(subject, "smoke-testing")
             result = smoke.check(
                 self.client,
                 str(local.id),
@@ -308,6 +307,10 @@ class Builder:
                 machine=machine_of(group.platform) if group.pinned_base else None,
                 ui=self._ui_check(group, image, local.labels or {}),
                 package=image.package,
+                # --force tests again what it builds again, even where the build gives
+                # the same image.
+                reuse=not self.settings.force,
+                on_probe=lambda: self.reporter.step(subject, "smoke-testing"),
             )
         except PublisherError as exc:
             return self._failed(group, image, str(exc), started)
@@ -315,7 +318,8 @@ class Builder:
             return self._failed(group, image, f"image vanished: {exc}", started)
         self.reporter.step(
             subject,
-            f"passed (prefect {result.prefect_version}, Python {result.python_version}, "
+            f"{'passed on this image before' if result.earlier else 'passed'} "
+            f"(prefect {result.prefect_version}, Python {result.python_version}, "
             f"{result.machine}, {size / 1e6:.0f} MB, {result.ui})",
         )
         return Built(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import docker
 
-from . import docker_client
+from . import cache, docker_client
 from .errors import BuildError
 from .platforms import Platform
 
@@ -31,8 +31,7 @@ from .platforms import Platform
 # not pinned.
 PACKAGES = ("tini",)
 
-_CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-CACHE = _CACHE_HOME / "prefect-publisher" / "debs"
+CACHE = cache.folder("debs")
 
 # OCI architecture (and variant) -> Debian's name for it.
 _DEBIAN_ARCHITECTURES = {

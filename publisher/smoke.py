@@ -19,16 +19,19 @@ Prefect 0.14 had no server UI).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
 
-from . import docker_client, labels
+from . import cache, docker_client, labels
 from .errors import BuildError
 
 REPORT_MARKER = "publisher-smoke-report: "
@@ -44,6 +47,7 @@ UI_MODES = (UI_REQUIRED, UI_IF_PRESENT, UI_SKIP)
 # that never answers fails the test; only such a failure waits this long.
 UI_TIMEOUT = 180
 BUNDLES = ("ui", "ui-v2")  # under prefect/server, as upstream's wheels install them
+CACHE = cache.folder("smoke")  # reports of probes that passed (see `earlier`)
 
 # Runs inside the image with its own Python, as the container's command. pip vendors
 # `packaging`, so the extra markers of prefect's requirements are evaluated exactly as
@@ -244,6 +248,7 @@ class SmokeResult:
     python_version: str
     machine: str = ""
     ui: str = ""  # what the UI check found, for the progress line ("UI served in 9 s")
+    earlier: bool = False  # answered by the kept report of an earlier run (see `check`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,6 +323,8 @@ def check(
     ui: str,
     machine: str | None = None,
     package: str = "prefect",
+    reuse: bool = False,
+    on_probe: Callable[[], None] | None = None,
 ) -> SmokeResult:
     """Raise BuildError naming the first check that fails.
 
@@ -325,26 +332,64 @@ def check(
     learn their version from the build). ``ui`` is one of UI_MODES (see ``ui_check``).
     ``package`` is the distribution installed: prefect-client has no `prefect` command, so
     its version is read from the module, and its extras from its own metadata.
+
+    The report of a probe that passed is kept, by image id and probe. With ``reuse``, a kept
+    report that passes these checks answers without running the image (the result says
+    ``earlier``): an image id names the image's content and the probe reads nothing else
+    (no network, a fresh PREFECT_HOME), so the same probe of the same image reports the
+    same. A run that publishes images built and tested before (a resumed release, a shard
+    run again, a push that failed) then does not start prefect's CLI and server again:
+    20 s an image natively, minutes under QEMU. A failure, or a server too slow under load,
+    is never kept. ``on_probe`` is called before the image is run.
     """
-    if ui not in UI_MODES:
-        raise ValueError(f"unknown UI check {ui!r}")
+    command = _command(ui, package, extras_present, extras_absent)
+
+    def judged(kept: Any) -> SmokeResult:
+        return verify(
+            parse_report(int(kept["code"]), str(kept["output"])),
+            python=python,
+            prefect_version=prefect_version,
+            extras_present=extras_present,
+            extras_absent=extras_absent,
+            ui=ui,
+            machine=machine,
+        )
+
+    if reuse:
+        try:
+            kept = cache.read_json(_entry(client, image, command))
+            return dataclasses.replace(judged(kept), earlier=True)
+        except (BuildError, TypeError, LookupError, ValueError):
+            pass  # none kept, damaged, or asked other questions of the image: probe it
+    if on_probe is not None:
+        on_probe()
     code, output = docker_client.run(
         client,
         image,
-        [*_probe_command(ui, package), *extras_present, *extras_absent],
+        command,
         # Nothing the probe does needs a network: the server it starts answers on the
         # container's own loopback, so its port can collide with nothing on the host.
         network_mode="none",
     )
-    return verify(
-        parse_report(code, output),
-        python=python,
-        prefect_version=prefect_version,
-        extras_present=extras_present,
-        extras_absent=extras_absent,
-        ui=ui,
-        machine=machine,
-    )
+    result = judged({"code": code, "output": output})
+    cache.write_json(_entry(client, image, command), {"code": code, "output": output})
+    return result
+
+
+def _command(
+    ui: str, package: str, extras_present: Sequence[str], extras_absent: Sequence[str]
+) -> list[str]:
+    if ui not in UI_MODES:
+        raise ValueError(f"unknown UI check {ui!r}")
+    return [*_probe_command(ui, package), *extras_present, *extras_absent]
+
+
+def _entry(client: docker.DockerClient, image: str, command: Sequence[str]) -> Path:
+    """Where the report of ``command`` run in ``image`` is kept: under the image's id and the
+    probe's whole command line, so a changed probe never reads an old one's report."""
+    key = hashlib.sha256(json.dumps(list(command)).encode()).hexdigest()[:32]
+    image_id = docker_client.image_id(client, image).removeprefix("sha256:")
+    return CACHE / f"{image_id}-{key}.json"
 
 
 def parse_report(code: int, output: str) -> Report:

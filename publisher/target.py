@@ -21,20 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
 from packaging.utils import canonicalize_name
 
-from . import docker_client
+from . import cache, docker_client
 from .errors import BuildError
 
-_CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-CACHE = _CACHE_HOME / "prefect-publisher" / "interpreters"  # what images said, by image id
+CACHE = cache.folder("interpreters")  # what images said, by image id
 
 # Runs in the image with its own Python. pip's vendored packaging gives the marker keys pip
 # evaluates; compatibility_tags.get_supported() is the tag list pip itself uses. Only what
@@ -156,14 +153,11 @@ def read(client: docker.DockerClient, image: str, platform: str) -> Interpreter:
     release would otherwise probe the same bases again."""
     cached = CACHE / f"{docker_client.image_id(client, image).replace(':', '-')}.json"
     try:
-        return Interpreter.from_json(json.loads(cached.read_text()))
-    except (OSError, ValueError, LookupError, AttributeError):
+        return Interpreter.from_json(cache.read_json(cached))
+    except (ValueError, LookupError, AttributeError, TypeError):
         pass  # not probed yet (or a damaged entry): probe it
     found = _probe(client, image, platform)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    scratch = cached.with_suffix(f".{os.getpid()}.tmp")
-    scratch.write_text(json.dumps(dataclasses.asdict(found)))
-    scratch.replace(cached)  # whole or not at all, whoever reads it meanwhile
+    cache.write_json(cached, dataclasses.asdict(found))
     return found
 
 

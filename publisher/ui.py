@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cache
 from .errors import SourceError
 from .progress import Reporter
 from .wheels import IndexOptions
 
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prefect-publisher"
+CACHE = cache.ROOT
 # Where each project's build goes in the source tree (upstream's Dockerfile copies them there).
 TARGETS = (("ui", "src/prefect/server/ui"), ("ui-v2", "src/prefect/server/ui-v2"))
 # hatch_build.py fails the build when a bundle is missing and this is set.

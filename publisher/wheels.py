@@ -30,7 +30,7 @@ from typing import Any
 import docker
 from packaging.utils import canonicalize_name
 
-from . import docker_client
+from . import cache, docker_client
 from .errors import BuildError
 from .target import PIP_WRAPPER, Target, constraints
 
@@ -38,7 +38,7 @@ from .target import PIP_WRAPPER, Target, constraints
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _SHA = re.compile(r"\b[0-9a-f]{40}\b")
 _PIP_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST")
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prefect-publisher" / "pip"
+CACHE = cache.folder("pip")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -144,6 +144,7 @@ class Daemon:
         self.fail_resolution = ""
         self.fail_smoke: Callable[[dict[str, Any]], str] = lambda call: ""
         self.untagged: set[str] = set()  # dockerfiles whose build leaves no image behind
+        self.passed_before: set[str] = set()  # image ids whose smoke report is kept
 
     def build(self, client: FakeClient, request: docker_client.BuildRequest, **options: Any) -> str:
         kw: dict[str, Any] = {**dataclasses.asdict(request), **options}
@@ -210,7 +211,21 @@ class Daemon:
             installed={"pip": "25.1.1"},
         )
 
-    def check(self, client: FakeClient, image: str, **kw: Any) -> smoke.SmokeResult:
+    def check(
+        self,
+        client: FakeClient,
+        image: str,
+        *,
+        reuse: bool = False,
+        on_probe: Callable[[], None] | None = None,
+        **kw: Any,
+    ) -> smoke.SmokeResult:
+        if reuse and image in self.passed_before:
+            return smoke.SmokeResult(
+                prefect_version=kw["prefect_version"], python_version="3.13.5", earlier=True
+            )
+        if on_probe is not None:
+            on_probe()
         kw["image"] = image
         self.smokes.append(kw)
         error = self.fail_smoke(kw)
@@ -498,6 +513,31 @@ def test_a_failing_smoke_test_fails_only_its_image(
     assert core.ok and core.local_id
     assert full.error == "extra 'docker' is missing docker"
     assert full.local_id == ""
+    assert len(daemon.smokes) == 2
+
+
+def test_an_image_that_passed_its_smoke_test_before_is_not_tested_again(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    group = group_of(matrix, "3.9.1", "3.13")
+    first = make_builder(client, matrix, tmp_path).build(group)
+    daemon.passed_before = {first[0].local_id}  # the core's report is kept, not the full's
+    daemon.smokes.clear()
+    stream = io.StringIO()
+
+    again = make_builder(client, matrix, tmp_path, stream).build(group)
+
+    assert [r.local_id for r in again] == [r.local_id for r in first]
+    assert all(r.ok for r in again)
+    assert [s["image"] for s in daemon.smokes] == [first[1].local_id]
+    output = stream.getvalue()
+    assert "core-3.9.1-py3.13: passed on this image before (prefect 3.9.1" in output
+    assert "core-3.9.1-py3.13: smoke-testing" not in output
+    assert "full-3.9.1-py3.13: smoke-testing" in output
+
+    # --force builds again, and tests again what it built.
+    daemon.smokes.clear()
+    make_builder(client, matrix, tmp_path, force=True).build(group)
     assert len(daemon.smokes) == 2
 
 

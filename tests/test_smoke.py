@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -94,20 +95,25 @@ def fake_run(monkeypatch: pytest.MonkeyPatch) -> Any:
             code, container_output(report_document(**changes)) if output is None else output
         )
         monkeypatch.setattr(smoke.docker_client, "run", fake)
+        # The tests name images by id already.
+        monkeypatch.setattr(smoke.docker_client, "image_id", lambda client, image: image)
         return fake
 
     return install
 
 
+# What `check` and `earlier` below ask of the image unless told otherwise.
+EXPECTED: dict[str, Any] = {
+    "python": "3.13",
+    "prefect_version": "3.9.1",
+    "extras_present": ["docker"],
+    "extras_absent": ["aws"],
+    "ui": smoke.UI_IF_PRESENT,
+}
+
+
 def check(**overrides: Any) -> smoke.SmokeResult:
-    arguments: dict[str, Any] = {
-        "python": "3.13",
-        "prefect_version": "3.9.1",
-        "extras_present": ["docker"],
-        "extras_absent": ["aws"],
-        "ui": smoke.UI_IF_PRESENT,
-    }
-    arguments.update(overrides)
+    arguments: dict[str, Any] = {**EXPECTED, **overrides}
     return smoke.check(object(), "sha256:image", **arguments)  # type: ignore[arg-type]
 
 
@@ -159,6 +165,80 @@ def test_an_unknown_ui_mode_is_a_programming_error(fake_run: Any) -> None:
     with pytest.raises(ValueError, match="unknown UI check 'maybe'"):
         check(ui="maybe")
     assert fake.calls == []
+
+
+def earlier(image: str = "sha256:image", **overrides: Any) -> smoke.SmokeResult | None:
+    """What ``check`` answers from a kept report; None when it had to run the image."""
+    probed: list[str] = []
+    arguments: dict[str, Any] = {**EXPECTED, **overrides}
+    try:
+        result = smoke.check(
+            object(),  # type: ignore[arg-type]
+            image,
+            reuse=True,
+            on_probe=lambda: probed.append(image),
+            **arguments,
+        )
+    except BuildError:
+        assert probed, "a kept report failed the check instead of the image being probed"
+        return None
+    assert result.earlier != bool(probed)
+    return None if probed else result
+
+
+def test_a_probe_that_passed_is_not_run_again_on_the_same_image(fake_run: Any) -> None:
+    fake = fake_run()
+    assert earlier() is None  # nothing probed yet
+
+    passed = check()
+
+    assert earlier() == dataclasses.replace(passed, earlier=True)
+    assert len(fake.calls) == 2  # the one above, and the first check: none since
+
+
+def test_a_kept_report_answers_only_the_image_and_probe_it_came_from(fake_run: Any) -> None:
+    fake_run()
+    check()
+
+    assert earlier("sha256:other") is None  # another image
+    assert earlier(extras_present=["aws"], extras_absent=["docker"]) is None  # other extras
+    assert earlier(ui=smoke.UI_REQUIRED) is None  # another probe command
+    assert earlier(package="prefect-client") is None
+    # The same probe, asked to expect another version: the kept report does not pass that,
+    # so the probe runs again rather than failing on an old report.
+    assert earlier(prefect_version="3.9.0") is None
+    assert earlier(machine="aarch64") is None
+    assert earlier(machine="x86_64") is not None
+
+
+def test_a_failed_probe_is_run_again(fake_run: Any) -> None:
+    fake_run(prefect={"code": 1, "output": "Traceback: ImportError"})
+    with pytest.raises(BuildError):
+        check()
+    assert earlier() is None
+    # A server too slow to answer under load is not kept either.
+    fake_run(ui={"bundles": {"ui": UI_INDEX}, "served": served(status=None, error="no answer")})
+    with pytest.raises(BuildError):
+        check()
+    assert earlier() is None
+
+
+def test_a_damaged_or_unwritable_cache_costs_a_probe_not_the_check(
+    fake_run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = fake_run()
+    check()
+    (entry,) = smoke.CACHE.iterdir()
+    entry.write_text('{"code": 0, "output": "publisher-smoke-report: {trunc')
+    assert earlier() is None  # probed again, and kept again
+    assert len(fake.calls) == 2
+    assert earlier() is not None
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setattr(smoke, "CACHE", blocked / "smoke")  # cannot be a folder
+    assert check().prefect_version == "3.9.1"
+    assert earlier() is None
 
 
 def test_a_release_without_ui_bundles_passes_without_starting_a_server(fake_run: Any) -> None:

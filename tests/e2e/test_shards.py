@@ -84,9 +84,16 @@ class Shard:
 
     def env(self, release: Release, tmp_path: Path) -> dict[str, str]:
         # A temporary directory per runner: a killed run leaves its build contexts there.
+        # And a cache of its own, as each CI runner has: what this machine's other runs
+        # learned (smoke reports kept by image id) is not on a runner.
         tmp = tmp_path / self.name
         tmp.mkdir(exist_ok=True)
-        return {**release.env, "DOCKER_HOST": self.docker_host, "TMPDIR": str(tmp)}
+        return {
+            **release.env,
+            "DOCKER_HOST": self.docker_host,
+            "TMPDIR": str(tmp),
+            "XDG_CACHE_HOME": str(tmp / "cache"),
+        }
 
 
 @pytest.fixture
