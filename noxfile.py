@@ -68,8 +68,8 @@ def tests(session: nox.Session) -> None:
     _install(session, "test")
     args = list(session.posargs)
     if os.environ.get("PUBLISHER_TEST_ARM64_PYTHONS") == "":
-        # No arm64 base is bootstrapped (CI: its emulated debootstrap and builds take longer
-        # than the run may); `nox -s tests-emulated` runs these.
+        # No arm64 base is bootstrapped, so the tests that run arm64 images cannot run;
+        # `nox -s tests-emulated` runs them alone.
         session.log("PUBLISHER_TEST_ARM64_PYTHONS is empty: deselecting the emulated tests")
         args = ["-m", "not emulated", *args]
     _with_bootstrap(session, "pytest", *args)
