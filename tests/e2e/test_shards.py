@@ -15,7 +15,7 @@ import json
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -186,18 +186,24 @@ def _aliases(holdings: dict[str, str]) -> set[frozenset[str]]:
     return {frozenset(tags) for tags in groups.values()}
 
 
-def _described(registry: RegistryClient, repo: str, tag: str) -> dict[str, Any]:
+def _described(
+    registry: RegistryClient, repo: str, tag: str, image_ids: Mapping[str, str]
+) -> dict[str, Any]:
     """What an image says of itself that does not depend on where it was built: its labels
-    but the build-specific ones, and its number of layers."""
+    but the build-specific ones, and its number of layers. ``image_ids`` maps registry
+    digests to the ids of the images they name."""
     config = registry.image_config(repo, tag)
     found = dict(config.get("config", {}).get("Labels") or {})
     if labels.INPUTS in found:
         # The base by identity (base_id), as the fingerprint takes it: an image built
         # earlier from the same base under another name (the session's base index, pushed
         # to a registry by the multi-platform tests) is that build, and its label keeps the
-        # name it was built with.
+        # name it was built with. Once pushed, the base is known on the first runner by its
+        # registry digest, while the second runner, whose base was loaded from a file, only
+        # knows its id: the same image either way.
         inputs = json.loads(found[labels.INPUTS])
         inputs.pop("base", None)
+        inputs["base_id"] = image_ids.get(inputs.get("base_id"), inputs.get("base_id"))
         found[labels.INPUTS] = json.dumps(inputs, sort_keys=True)
     return {
         "labels": {key: value for key, value in found.items() if key not in BUILD_SPECIFIC},
@@ -223,10 +229,16 @@ def _assert_published_as_one_machine_would(release: Release, published: Publishe
     reference = {tag: digest for tag, digest in everything.items() if tag in holdings}
     assert set(reference) == set(holdings)
     assert _aliases(holdings) == _aliases(reference)
+    with closing(docker.from_env(timeout=60)) as client:
+        image_ids = {
+            digest.split("@", 1)[1]: str(local.id)
+            for local in client.images.list()
+            for digest in local.attrs.get("RepoDigests") or []
+        }
     for image in release.plan.images:
         anchor = image.immutable_tags[0]
-        assert _described(release.registry, release.repo, anchor) == _described(
-            published.registry, published.repo, anchor
+        assert _described(release.registry, release.repo, anchor, image_ids) == _described(
+            published.registry, published.repo, anchor, image_ids
         ), f"{image.id} differs from the one-machine publish"
 
 
