@@ -47,7 +47,7 @@ UI_MODES = (UI_REQUIRED, UI_IF_PRESENT, UI_SKIP)
 # that never answers fails the test; only such a failure waits this long.
 UI_TIMEOUT = 180
 BUNDLES = ("ui", "ui-v2")  # under prefect/server, as upstream's wheels install them
-CACHE = cache.folder("smoke")  # reports of probes that passed (see `earlier`)
+CACHE = cache.folder("smoke")  # reports of probes that passed (see `check`)
 
 # Runs inside the image with its own Python, as the container's command. pip vendors
 # `packaging`, so the extra markers of prefect's requirements are evaluated exactly as
