@@ -25,9 +25,10 @@ from pathlib import Path
 import docker
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from . import bases, debs, docker_client, labels, smoke, target, wheels
+from . import bases, debs, docker_client, installs, labels, smoke, target, wheels
 from .errors import PublisherError
 from .inputs import Inputs, of_packages
+from .installs import Installs
 from .matrix import Matrix
 from .plan import Image
 from .platforms import DEFAULT_PLATFORM, machine_of, platform_of
@@ -180,8 +181,11 @@ class Builder:
         workdir: Path,
         auth: dict[str, str] | None = None,
         pin_base: Callable[[str, str], str] = bases.pin,
+        installs: Installs | None = None,
     ) -> None:
         self.client = client
+        # Shared by the lanes of a run (publish.py); a Builder of its own keeps its own.
+        self.installs = installs if installs is not None else Installs(workdir / "installed")
         self.pin_base = pin_base
         self._machine: str | None = None  # the daemon's own, as uname -m says it
         self._interpreters: dict[str, target.Interpreter] = {}  # by image reference
@@ -447,15 +451,29 @@ class Builder:
 
     def _install(self, subject: str, pip: _Pip, wheel_dir: Path, context: Path) -> None:
         """Install a layer's wheels into the build context (the Dockerfile copies the tree):
-        outside the build, so a foreign platform's are installed natively."""
-        wheels.install(
-            self.client,
-            image=pip.image,
-            wheels=wheel_dir,
-            dest=context / wheel_dir.name.removeprefix("wheels-"),
-            target=pip.target,
+        outside the build, so a foreign platform's are installed natively; once per run
+        for the same wheels, installer and target (installs.py)."""
+        layer = wheel_dir.name.removeprefix("wheels-")
+        reused = self.installs.place(
+            installs.key(
+                installer_id=docker_client.image_id(self.client, pip.image),
+                target=pip.target.to_json() if pip.target is not None else "",
+                layer=layer,
+                wheels=wheel_dir.glob("*.whl"),
+            ),
+            context / layer,
+            lambda folder: wheels.install(
+                self.client,
+                image=pip.image,
+                wheels=wheel_dir,
+                dest=folder,
+                staging=layer,
+                target=pip.target,
+            ),
         )
-        self.reporter.step(subject, f"installed {wheel_dir.name.removeprefix('wheels-')}")
+        self.reporter.step(
+            subject, f"installed {layer}{' (the same tree as an earlier image)' if reused else ''}"
+        )
 
     def _pip(self, group: Group, image: str) -> _Pip:
         """Where the packages of an image built on ``image`` are resolved and installed.

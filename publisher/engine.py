@@ -15,6 +15,7 @@ from typing import Protocol
 
 from . import docker_client
 from .build import Builder, Built, Group, Settings
+from .installs import Installs
 from .matrix import Matrix
 from .progress import Reporter
 
@@ -51,7 +52,12 @@ class DockerEngine:
 
 @contextmanager
 def docker_engine(
-    *, matrix: Matrix, settings: Settings, reporter: Reporter, auth: dict[str, str] | None
+    *,
+    matrix: Matrix,
+    settings: Settings,
+    reporter: Reporter,
+    auth: dict[str, str] | None,
+    installs: Installs | None = None,
 ) -> Iterator[DockerEngine]:
     """A fresh daemon connection and work directory, both closed on every path."""
     client = docker_client.connect()
@@ -64,6 +70,7 @@ def docker_engine(
                 reporter=reporter,
                 workdir=Path(tmp),
                 auth=auth,
+                installs=installs,
             )
             yield DockerEngine(builder, auth)
     finally:

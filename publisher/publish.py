@@ -19,12 +19,14 @@ published, so it is neither rebuilt nor pushed again.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 from . import labels
@@ -35,6 +37,7 @@ from .changes import work_list as make_work_list
 from .destination import Destination, open_registry
 from .engine import Engine, Engines, docker_engine
 from .errors import PublisherError, RegistryError, SelectionError
+from .installs import Installs
 from .matrix import Matrix
 from .outcome import Outcome, Status
 from .plan import Image, Plan
@@ -544,9 +547,18 @@ def publish(matrix: Matrix, the_plan: Plan, options: Options, reporter: Reporter
             registry.ping()  # before any build: an unreachable registry wastes no build time
             reporter.step("registry", f"{options.destination} answers")
 
+        # Every lane's builds share the trees installed this run (installs.py).
+        installs = Installs(
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="publisher-")))
+        )
+
         def engines() -> AbstractContextManager[Engine]:
             return docker_engine(
-                matrix=matrix, settings=options.build, reporter=reporter, auth=options.auth
+                matrix=matrix,
+                settings=options.build,
+                reporter=reporter,
+                auth=options.auth,
+                installs=installs,
             )
 
         run = Publication(

@@ -169,6 +169,7 @@ def install(
     image: str,
     wheels: Path,
     dest: Path,
+    staging: str | None = None,
     target: Target | None = None,
 ) -> None:
     """Install the wheels of the folder ``wheels`` (and its pinned requirements.txt) under
@@ -178,12 +179,13 @@ def install(
     Offline and --no-deps: the resolution already happened. With a ``target``, ``image`` is
     the native image of the foreign one the target describes, and the tree is the one the
     foreign image's pip would write. ``dest`` is mounted where the build's install stage
-    used to stage it (/staging/NAME), so the byte code records the same paths.
+    used to stage it (/staging/NAME, NAME being ``staging`` or else ``dest``'s name), so the
+    byte code records the same paths wherever ``dest`` is.
     """
     dest.mkdir(parents=True, exist_ok=True)
     if not any(wheels.glob("*.whl")):
         return
-    root = f"/staging/{dest.name}"
+    root = f"/staging/{staging or dest.name}"
     written = _write_target(wheels, target)
     try:
         code, output = docker_client.run(

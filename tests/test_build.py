@@ -7,9 +7,11 @@ look images up run for real against the fake client.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import shutil
+import tarfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -25,6 +27,7 @@ from publisher import debs, docker_client, engine, labels, smoke, target, wheels
 from publisher.build import Builder, Group, NightlySource, Settings, groups_of
 from publisher.errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryError
 from publisher.inputs import Inputs
+from publisher.installs import Installs
 from publisher.matrix import Matrix, load
 from publisher.plan import plan
 from publisher.platforms import machine_of
@@ -125,7 +128,8 @@ def tiny_wheel(folder: Path, name: str, version: str, files: dict[str, str]) -> 
     path = folder / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as archive:
         for inner, text in files.items():
-            archive.writestr(inner, text)
+            # A fixed time: the same wheel written twice is the same file, as from an index.
+            archive.writestr(zipfile.ZipInfo(inner, date_time=(2020, 1, 1, 0, 0, 0)), text)
     return path
 
 
@@ -274,6 +278,7 @@ def make_builder(
     client: FakeClient, matrix: Matrix, tmp_path: Path, stream: io.StringIO | None = None, **kw: Any
 ) -> Builder:
     auth = kw.pop("auth", None)
+    installs = kw.pop("installs", None)
     return Builder(
         client,  # type: ignore[arg-type]
         matrix=matrix,
@@ -281,6 +286,7 @@ def make_builder(
         reporter=Reporter(stream=stream or io.StringIO()),
         workdir=tmp_path / "work",
         auth=auth,
+        installs=installs,
     )
 
 
@@ -466,6 +472,36 @@ def test_a_group_builds_core_then_extras_from_it(
     assert (smoke_full["extras_present"], smoke_full["extras_absent"]) == (("docker",), ())
     assert smoke_full["image"] == results[1].local_id
     assert (smoke_full["python"], smoke_full["prefect_version"]) == ("3.13", "3.9.1")
+
+
+def test_the_same_dependencies_install_once_per_run_across_lanes(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    shared = Installs(tmp_path / "installed")
+    stream = io.StringIO()
+    lanes = [
+        make_builder(client, matrix, tmp_path / lane, stream, installs=shared)
+        for lane in ("a", "b")
+    ]
+    lanes[0].build(group_of(matrix, "3.9.0", "3.13"))
+    lanes[1].build(group_of(matrix, "3.9.1", "3.13"))
+
+    # anyio 4.0.0 is both releases' dependency set: pip installs it once. Each prefect,
+    # and the extras of each core (installed by that core's pip), once each.
+    assert [i["staging"] for i in daemon.installs] == [
+        "deps",
+        "prefect",
+        "extras",
+        "prefect",
+        "extras",
+    ]
+    first, second = daemon.built(CORE_DOCKERFILE)
+    deps = {name: data for name, data in first["files"].items() if name.startswith("deps/")}
+    assert deps and deps == {n: d for n, d in second["files"].items() if n.startswith("deps/")}
+    assert "3.9.1 / Python 3.13: installed deps (the same tree as an earlier image)" in (
+        stream.getvalue()
+    )
+    assert "3.9.0 / Python 3.13: installed deps\n" in stream.getvalue()
 
 
 def test_a_group_without_a_core_cell_still_builds_a_core_to_build_on(
@@ -796,30 +832,62 @@ def test_docker_engine_closes_the_client_on_error(
 
 
 class FakeAPI:
-    def __init__(self, chunks: list[dict[str, Any]] | Exception) -> None:
-        self.chunks = chunks
-        self.kwargs: dict[str, Any] = {}
+    """The SDK's low-level client: ``build`` and ``push`` stream ``chunks``; a BuildKit build
+    posts to /build through its request helpers (``_post`` and friends)."""
 
-    def _stream(self, **kw: Any) -> Iterator[dict[str, Any]]:
-        self.kwargs = kw
-        if isinstance(self.chunks, Exception):
-            raise self.chunks
-        yield from self.chunks
+    def __init__(
+        self,
+        chunks: list[dict[str, Any]] | Exception,
+        classic: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.chunks = chunks
+        self.classic = classic
+        self.kwargs: dict[str, Any] = {}
+        self.params: dict[str, str] = {}
+        self.body = b""
+
+    def _stream(self, chunks: list[dict[str, Any]] | Exception) -> Iterator[dict[str, Any]]:
+        if isinstance(chunks, Exception):
+            raise chunks
+        yield from chunks
 
     def build(self, **kw: Any) -> Iterator[dict[str, Any]]:
-        return self._stream(**kw)
+        self.kwargs, self.body = kw, kw["fileobj"].read()
+        return self._stream(self.classic if self.classic is not None else self.chunks)
 
     def push(self, repository: str, **kw: Any) -> Iterator[dict[str, Any]]:
-        return self._stream(repository=repository, **kw)
+        self.kwargs = {"repository": repository, **kw}
+        return self._stream(self.chunks)
+
+    def _url(self, path: str) -> str:
+        return f"http://daemon{path}"
+
+    def _post(self, url: str, *, params: dict[str, str], data: Any, **kw: Any) -> str:
+        assert url == "http://daemon/build" and kw["stream"]
+        self.params, self.body = params, data.read()
+        return "response"
+
+    def _raise_for_status(self, response: str) -> None:
+        if isinstance(self.chunks, docker.errors.APIError):
+            raise self.chunks
+
+    def _stream_helper(self, response: str, decode: bool) -> Iterator[dict[str, Any]]:
+        assert decode
+        return self._stream(self.chunks)
 
 
-def with_api(chunks: list[dict[str, Any]] | Exception) -> FakeClient:
+def with_api(
+    chunks: list[dict[str, Any]] | Exception, classic: list[dict[str, Any]] | None = None
+) -> FakeClient:
     fake = FakeClient()
-    fake.api = FakeAPI(chunks)  # type: ignore[attr-defined]
+    fake.api = FakeAPI(chunks, classic)  # type: ignore[attr-defined]
     return fake
 
 
-def real_build(fake: FakeClient, lines: list[str], tmp_path: Path) -> str:
+def real_build(
+    fake: FakeClient, lines: list[str], tmp_path: Path, platform: str | None = None
+) -> str:
+    (tmp_path / "core.Dockerfile").write_text("FROM x\n")
     return docker_client.build(
         fake,  # type: ignore[arg-type]
         docker_client.BuildRequest(
@@ -828,28 +896,61 @@ def real_build(fake: FakeClient, lines: list[str], tmp_path: Path) -> str:
             buildargs={"A": "1"},
             labels={"l": "v"},
             tag="t:1",
+            platform=platform,
         ),
         on_line=lines.append,
     )
 
 
-def test_docker_build_streams_lines_and_returns_the_id(tmp_path: Path) -> None:
+def trace(
+    *steps: tuple[str, str, bool], logs: tuple[tuple[str, bytes], ...] = ()
+) -> dict[str, Any]:
+    """A moby.buildkit.trace message of (digest, name, cached) vertices and (digest, output)
+    logs, as the daemon sends it."""
+
+    def field(number: int, value: bytes) -> bytes:
+        return bytes([number << 3 | 2, len(value)]) + value
+
+    message = b""
+    for digest, name, cached in steps:
+        vertex = field(1, digest.encode()) + field(3, name.encode())
+        vertex += bytes([4 << 3, 1]) if cached else field(5, b"\x08\x01")  # started
+        message += field(1, vertex)
+    for digest, output in logs:
+        message += field(3, field(1, digest.encode()) + bytes([3 << 3, 1]) + field(4, output))
+    return {"id": "moby.buildkit.trace", "aux": base64.b64encode(message).decode()}
+
+
+def test_docker_build_runs_on_buildkit_and_returns_the_id(tmp_path: Path) -> None:
+    (tmp_path / "deps" / "bin").mkdir(parents=True)
+    (tmp_path / "deps" / "bin" / "tool").write_text("#!/bin/sh\n")
     fake = with_api(
         [
-            {"stream": "Step 1/2 : FROM x\n\n"},
-            {"stream": " ---> abc\n"},
-            {"aux": {"ID": "sha256:built"}},
+            trace(("d1", "[1/2] FROM x", False)),
+            trace(("d1", "[1/2] FROM x", False), ("d2", "[2/2] COPY deps/ /", True)),
+            {"stream": "Successfully tagged t:1\n"},
+            {"id": "moby.image.id", "aux": {"ID": "sha256:built"}},
         ]
     )
     lines: list[str] = []
-    assert real_build(fake, lines, tmp_path) == "sha256:built"
-    assert lines == ["Step 1/2 : FROM x", " ---> abc"]
-    kwargs = fake.api.kwargs  # type: ignore[attr-defined]
-    assert (kwargs["labels"], kwargs["buildargs"], kwargs["pull"]) == (
-        {"l": "v"},
-        {"A": "1"},
-        False,
-    )
+    assert real_build(fake, lines, tmp_path, platform="linux/arm64") == "sha256:built"
+    assert lines == ["[1/2] FROM x", "CACHED [2/2] COPY deps/ /", "Successfully tagged t:1"]
+    api = fake.api  # type: ignore[attr-defined]
+    assert api.params == {
+        "version": "2",
+        "t": "t:1",
+        "dockerfile": "core.Dockerfile",
+        "buildargs": '{"A": "1"}',
+        "labels": '{"l": "v"}',
+        "platform": "linux/arm64",
+    }
+    # The context: a GNU tar (BuildKit takes a tar opening with a PAX header for a
+    # Dockerfile), the Dockerfile first, everything owned by root.
+    with tarfile.open(fileobj=io.BytesIO(api.body)) as archive:
+        members = archive.getmembers()
+    assert [m.name for m in members] == ["core.Dockerfile", "deps", "deps/bin", "deps/bin/tool"]
+    assert {(m.uid, m.gid, m.uname) for m in members} == {(0, 0, "root")}
+    assert api.body[:512].find(b"PaxHeader") == -1
 
 
 def test_docker_build_without_an_id_looks_the_tag_up(tmp_path: Path) -> None:
@@ -858,8 +959,41 @@ def test_docker_build_without_an_id_looks_the_tag_up(tmp_path: Path) -> None:
     assert real_build(fake, [], tmp_path) == "sha256:bytag"
 
 
-def test_docker_build_error_names_the_last_lines(tmp_path: Path) -> None:
+def test_docker_build_without_buildkit_uses_the_classic_builder(tmp_path: Path) -> None:
     fake = with_api(
+        docker.errors.APIError("400", explanation="buildkit not supported by daemon"),
+        classic=[{"stream": "Step 1/1 : FROM x\n"}, {"aux": {"ID": "sha256:classic"}}],
+    )
+    lines: list[str] = []
+    assert real_build(fake, lines, tmp_path) == "sha256:classic"
+    assert lines == ["Step 1/1 : FROM x"]
+    kwargs = fake.api.kwargs  # type: ignore[attr-defined]
+    assert (kwargs["labels"], kwargs["buildargs"], kwargs["pull"], kwargs["custom_context"]) == (
+        {"l": "v"},
+        {"A": "1"},
+        False,
+        True,
+    )
+    with tarfile.open(fileobj=io.BytesIO(fake.api.body)) as archive:  # type: ignore[attr-defined]
+        assert archive.getnames() == ["core.Dockerfile"]
+
+
+def test_docker_build_error_names_the_last_lines_of_output(tmp_path: Path) -> None:
+    failing = "[2/2] RUN dpkg -i /tmp/debs/*.deb"
+    fake = with_api(
+        [
+            trace(("d2", failing, False)),
+            trace(logs=(("d2", b"one\ntwo\n"), ("d2", b"three\n"))),
+            {"error": "x", "errorDetail": {"message": "exit code: 1\n"}},
+        ]
+    )
+    lines: list[str] = []
+    with pytest.raises(
+        BuildError, match=r"^exit code: 1 \(after: \[2/2\] one \| \[2/2\] two \| \[2/2\] three\)$"
+    ):
+        real_build(fake, lines, tmp_path)
+    assert lines == [failing, "[2/2] one", "[2/2] two", "[2/2] three"]
+    classic = with_api(
         [
             {"stream": "one\n"},
             {"stream": "two\n"},
@@ -867,7 +1001,18 @@ def test_docker_build_error_names_the_last_lines(tmp_path: Path) -> None:
         ]
     )
     with pytest.raises(BuildError, match=r"^The command returned 1 \(after: one \| two\)$"):
-        real_build(fake, [], tmp_path)
+        real_build(classic, [], tmp_path)
+
+
+def test_docker_build_survives_a_trace_it_cannot_read(tmp_path: Path) -> None:
+    fake = with_api(
+        [
+            {"id": "moby.buildkit.trace", "aux": "not base64!"},
+            {"id": "moby.buildkit.trace", "aux": base64.b64encode(b"\x0a\x7f").decode()},
+            {"id": "moby.image.id", "aux": {"ID": "sha256:built"}},
+        ]
+    )
+    assert real_build(fake, [], tmp_path) == "sha256:built"
 
 
 def test_docker_build_refused_or_lost(tmp_path: Path) -> None:
@@ -1094,7 +1239,7 @@ def test_a_platform_group_builds_on_the_base_pinned_for_its_platform(
         (amd, "linux/amd64"),
         (cores[1]["tag"], "linux/arm64"),
     ]
-    assert [(i["image"], i["target"] is not None, i["dest"].name) for i in daemon.installs] == [
+    assert [(i["image"], i["target"] is not None, i["staging"]) for i in daemon.installs] == [
         (amd, False, "deps"),
         (amd, False, "prefect"),
         (cores[0]["tag"], False, "extras"),

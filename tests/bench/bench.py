@@ -150,7 +150,7 @@ def fresh_builder(client: docker.DockerClient, keep_prefix: tuple[str, ...]) -> 
             client.images.remove(image.id, force=True, noprune=False)
     # (images.prune(dangling=False) is not used: it would take the base images too.)
     with contextlib.suppress(docker.errors.APIError):
-        client.api.prune_builds()
+        client.api.prune_builds(all=True)
 
 
 @dataclass(frozen=True, kw_only=True)
