@@ -381,23 +381,31 @@ class Builder:
 
     def _core_context(self, group: Group, core: Recipe, work: Path) -> tuple[Path, dict[str, str]]:
         pip = self._pip(group, core.inputs.base)
-        found = self._resolve(group.subject, group.package, group.version, pip, (), work / "wheels")
         context = work / "context"
-        # The package gets its own layer (the "prefect" folder of the build context,
-        # whatever the package), its dependencies another.
-        package = canonicalize_name(group.package)
-        for layer, files in (
-            ("deps", [w for w in found if _name(w) != package]),
-            ("prefect", [w for w in found if _name(w) == package]),
-        ):
-            self._install(group.subject, pip, _wheel_dir(work / f"wheels-{layer}", files), context)
-        debs.fetch(
-            self.client,
-            image=pip.image,
-            identity=core.inputs.base_id,
-            dest=context / "debs",
-            platform=_build_platform(group),
-        )
+        # tini's .deb is fetched (by the base's apt, 3-4 s the first time per base) while
+        # pip resolves and installs: the two only meet in the build context.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="debs") as apt:
+            fetched = apt.submit(
+                debs.fetch,
+                self.client,
+                image=pip.image,
+                identity=core.inputs.base_id,
+                dest=context / "debs",
+                platform=_build_platform(group),
+            )
+            found = self._resolve(
+                group.subject, group.package, group.version, pip, (), work / "wheels"
+            )
+            # The package gets its own layer (the "prefect" folder of the build context,
+            # whatever the package), its dependencies another.
+            package = canonicalize_name(group.package)
+            for layer, files in (
+                ("deps", [w for w in found if _name(w) != package]),
+                ("prefect", [w for w in found if _name(w) == package]),
+            ):
+                wheel_dir = _wheel_dir(work / f"wheels-{layer}", files)
+                self._install(group.subject, pip, wheel_dir, context)
+            fetched.result()
         self.reporter.step(group.subject, f"fetched {' '.join(debs.PACKAGES)}")
         self._copy_sources(context, core.dockerfile, "entrypoint.sh")
         revision = self.settings.revision or wheels.revision_of(found, group.package)

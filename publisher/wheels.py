@@ -1,8 +1,8 @@
 """Resolving an image's Python packages, and installing them into its build context,
 outside the build.
 
-Containers built by the classic builder cannot be trusted with the index: a URL with a
-password passed as a build argument is recorded in the image history. So the packages
+A build cannot be trusted with the index: a URL with a password passed as a build
+argument is recorded in the history of the image a RUN uses it in. So the packages
 are resolved before the build, by the target interpreter itself: pip runs in a throwaway
 container of the cell's base image (its Python, its platform, its environment markers;
 pip on the host cannot evaluate markers for another Python), with the index pip would

@@ -504,6 +504,32 @@ def test_the_same_dependencies_install_once_per_run_across_lanes(
     assert "3.9.0 / Python 3.13: installed deps\n" in stream.getvalue()
 
 
+def test_tini_is_fetched_while_pip_resolves(
+    matrix: Matrix,
+    client: FakeClient,
+    daemon: Daemon,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fetching = threading.Event()
+    fetch, download = daemon.fetch, daemon.download
+
+    def fetch_first(*args: Any, **kw: Any) -> list[Path]:
+        fetching.set()
+        return fetch(*args, **kw)
+
+    def download_once_apt_runs(*args: Any, **kw: Any) -> list[Path]:
+        assert fetching.wait(timeout=5), "the resolution waited for apt, or apt for it"
+        return download(*args, **kw)
+
+    monkeypatch.setattr(debs, "fetch", fetch_first)
+    monkeypatch.setattr(wheels, "download", download_once_apt_runs)
+    results = make_builder(client, matrix, tmp_path).build(group_of(matrix, "3.9.1", "3.13"))
+    assert all(r.ok for r in results)
+    (core,) = daemon.built(CORE_DOCKERFILE)
+    assert "debs/tini_0.19.0-3_own.deb" in core["files"]
+
+
 def test_a_group_without_a_core_cell_still_builds_a_core_to_build_on(
     matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
 ) -> None:
