@@ -16,7 +16,7 @@ import dataclasses
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -403,8 +403,7 @@ class Builder:
                 ("deps", [w for w in found if _name(w) != package]),
                 ("prefect", [w for w in found if _name(w) == package]),
             ):
-                wheel_dir = _wheel_dir(work / f"wheels-{layer}", files)
-                self._install(group.subject, pip, wheel_dir, context)
+                self._install(group.subject, pip, layer, files, work)
             fetched.result()
         self.reporter.step(group.subject, f"fetched {' '.join(debs.PACKAGES)}")
         self._copy_sources(context, core.dockerfile, "entrypoint.sh")
@@ -420,7 +419,7 @@ class Builder:
             image.id, image.package, image.prefect_version, pip, image.extras, work / "wheels"
         )
         context = work / "context"
-        self._install(image.id, pip, _wheel_dir(work / "wheels-extras", found), context)
+        self._install(image.id, pip, "extras", found, work)
         self._copy_sources(context, recipe.dockerfile)
         return context, self._labels(image, of_packages(found, parent=parent.id), None)
 
@@ -457,31 +456,35 @@ class Builder:
         self.reporter.step(subject, f"{requirement}: {len(found)} wheels")
         return found
 
-    def _install(self, subject: str, pip: _Pip, wheel_dir: Path, context: Path) -> None:
+    def _install(self, subject: str, pip: _Pip, layer: str, files: list[Path], work: Path) -> None:
         """Install a layer's wheels into the build context (the Dockerfile copies the tree):
-        outside the build, so a foreign platform's are installed natively; once per run
-        for the same wheels, installer and target (installs.py)."""
-        layer = wheel_dir.name.removeprefix("wheels-")
-        reused = self.installs.place(
-            installs.key(
-                installer_id=docker_client.image_id(self.client, pip.image),
-                target=pip.target.to_json() if pip.target is not None else "",
-                layer=layer,
-                wheels=wheel_dir.glob("*.whl"),
-            ),
-            context / layer,
-            lambda folder: wheels.install(
+        outside the build, so a foreign platform's are installed natively; each wheel once
+        per run for the same installer and target (installs.py)."""
+        batches = iter(range(1_000_000))
+
+        def install(subset: Sequence[Path], folder: Path) -> None:
+            wheel_dir = _wheel_dir(work / f"wheels-{layer}-{next(batches)}", list(subset))
+            wheels.install(
                 self.client,
                 image=pip.image,
                 wheels=wheel_dir,
                 dest=folder,
                 staging=layer,
                 target=pip.target,
+            )
+
+        reused = self.installs.place(
+            installer_key=installs.installer(
+                image_id=docker_client.image_id(self.client, pip.image),
+                target=pip.target.to_json() if pip.target is not None else "",
+                layer=layer,
             ),
+            wheels=sorted(files),
+            dest=work / "context" / layer,
+            install=install,
         )
-        self.reporter.step(
-            subject, f"installed {layer}{' (the same tree as an earlier image)' if reused else ''}"
-        )
+        again = f" ({reused} of {len(files)} wheels as installed for an earlier image)"
+        self.reporter.step(subject, f"installed {layer}{again if reused else ''}")
 
     def _pip(self, group: Group, image: str) -> _Pip:
         """Where the packages of an image built on ``image`` are resolved and installed.

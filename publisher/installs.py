@@ -1,87 +1,173 @@
-"""Package trees installed during one run, shared by every build that installs the same.
+"""Packages installed during one run, shared by every build that installs the same wheel.
 
-A matrix installs the same dependency set many times: the patch releases of one Python
-resolve to the same wheels but prefect's own, and every full image of those releases adds
-the same extras. Each install of prefect's ~100 dependencies takes pip 13-15 s of a core,
-and gives the same files. So a tree is installed once per run and every later build
-hard-links it into its context: the same files, with the same modification times, make
-the same layer, which the builder's cache answers and the registry already holds.
+A matrix installs mostly the same wheels again and again: two patch releases of prefect on
+one Python resolve to the same dependencies but a few, and each full image of a release
+adds the same extras. pip takes 11-15 s of a core to install prefect's ~100 dependencies,
+so each wheel is installed once per run: the first install of a layer's wheels is split
+by the RECORD pip writes for each distribution into one tree per wheel, and every build
+that installs a wheel again hard-links that tree into its context. A layer's tree is the
+union of its wheels' trees, and pip then installs only the wheels no earlier build of the
+run installed.
 
-What makes two installs the same: the image whose pip installs (its id), the target it
-installs for (target.py), and the wheels, by content.
+What makes two installs of a wheel the same: the wheel's content, the image whose pip
+installs it (its id), the target it installs for (target.py) and the layer (its name is
+in the byte code's paths). Whatever does not split cleanly (a file no RECORD names, two
+wheels writing one path) is installed whole, as before, and nothing of it is kept.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
-def key(*, installer_id: str, target: str, layer: str, wheels: Iterable[Path]) -> str:
-    """What identifies an install: the installing image, the target, the layer (its name is
-    in the byte code's paths) and the wheels."""
-    digest = hashlib.sha256()
-    for wheel in sorted(wheels, key=lambda path: path.name):
-        content = hashlib.sha256()
-        with wheel.open("rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                content.update(block)
-        digest.update(wheel.name.encode() + b"\0" + content.digest())
-    document = {
-        "installer": installer_id,
-        "target": target,
-        "layer": layer,
-        "wheels": digest.hexdigest(),
-    }
+from .target import EPOCH
+
+# install(wheels, folder): pip installs exactly ``wheels`` (--no-deps) under ``folder``.
+Install = Callable[[Sequence[Path], Path], None]
+
+
+def installer(*, image_id: str, target: str, layer: str) -> str:
+    """What identifies how a wheel is installed: the installing image, target and layer."""
+    document = {"image": image_id, "target": target, "layer": layer}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
+def _wheel_key(installer_key: str, wheel: Path) -> str:
+    content = hashlib.sha256()
+    with wheel.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            content.update(block)
+    return hashlib.sha256(
+        f"{installer_key}\0{wheel.name}\0{content.hexdigest()}".encode()
+    ).hexdigest()
+
+
+class _Unsplittable(Exception):
+    """An installed tree that cannot be told apart by wheel."""
+
+
 class Installs:
-    """Trees installed this run under ``root``, by key; safe to share between lanes."""
+    """Wheels installed this run under ``root``, one tree per wheel; safe to share
+    between lanes (two lanes installing one wheel at once both install it, one tree is
+    kept)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
-        self._keys: dict[str, threading.Lock] = {}
 
-    def place(self, key: str, dest: Path, install: Callable[[Path], None]) -> bool:
-        """Put the tree of ``key`` at ``dest`` (which must not exist), installing it with
-        ``install(folder)`` only if no build of this run has; True when it was reused.
-
-        Two lanes asking for the same key at once: the second waits for the first's
-        install rather than doing it again. A failed install leaves nothing behind.
-        """
-        with self._lock:
-            guard = self._keys.setdefault(key, threading.Lock())
-        tree = self.root / key
-        with guard:
-            reused = tree.is_dir()
-            if not reused:
-                scratch = self.root / f"{key}.partial"
+    def place(
+        self, *, installer_key: str, wheels: Sequence[Path], dest: Path, install: Install
+    ) -> int:
+        """Install ``wheels`` at ``dest`` (which must not exist); how many of them were
+        linked from earlier installs instead of installed again."""
+        keys = {wheel: _wheel_key(installer_key, wheel) for wheel in wheels}
+        missing = [wheel for wheel in wheels if not (self.root / keys[wheel]).is_dir()]
+        if missing:
+            self.root.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix="install-", dir=self.root))
+            try:
+                install(missing, scratch)
+                trees = _split(scratch, missing)
+            except _Unsplittable:
                 shutil.rmtree(scratch, ignore_errors=True)
-                scratch.mkdir(parents=True)
-                try:
-                    install(scratch)
-                except BaseException:
-                    shutil.rmtree(scratch, ignore_errors=True)
-                    raise
-                scratch.rename(tree)
-        _link_tree(tree, dest)
-        return reused
-
-
-def _link_tree(source: Path, dest: Path) -> None:
-    """``dest`` as a copy of ``source`` made of hard links (a copy where they cannot be)."""
-
-    def link(src: str, dst: str) -> None:
+                install(wheels, dest)
+                return 0
+            except BaseException:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise
+            for wheel, tree in trees.items():
+                self._keep(tree, self.root / keys[wheel])
+            shutil.rmtree(scratch, ignore_errors=True)
         try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
+            dest.mkdir(parents=True)
+            for wheel in wheels:
+                _link_into(self.root / keys[wheel], dest)
+        except FileExistsError:
+            # Two wheels write one path: pip's own install decides which file wins.
+            shutil.rmtree(dest, ignore_errors=True)
+            install(wheels, dest)
+            return 0
+        _fix_directory_times(dest)
+        return len(wheels) - len(missing)
 
-    shutil.copytree(source, dest, symlinks=True, copy_function=link)
+    def _keep(self, tree: Path, where: Path) -> None:
+        with self._lock:
+            if where.exists():
+                return  # another lane installed the same wheel meanwhile
+            tree.rename(where)
+
+
+def _split(root: Path, wheels: Sequence[Path]) -> dict[Path, Path]:
+    """Move the installed ``root`` apart into one folder per wheel (under ``root``), by
+    the RECORD of each wheel's distribution."""
+    by_name: dict[tuple[str, str], Path] = {}
+    for found in wheels:
+        name, version, _, _ = parse_wheel_filename(found.name)
+        by_name[(name, str(version))] = found
+    files = {path for path in root.rglob("*") if not path.is_dir() or path.is_symlink()}
+    trees: dict[Path, Path] = {}
+    for record in sorted(root.rglob("*.dist-info/RECORD")):
+        project, _, written = record.parent.name.removesuffix(".dist-info").rpartition("-")
+        try:
+            release = str(Version(written))
+        except InvalidVersion:
+            raise _Unsplittable(f"{record}: version {written!r}") from None
+        wheel = by_name.get((canonicalize_name(project), release))
+        if wheel is None or wheel in trees:
+            raise _Unsplittable(f"{record} is no wheel's")
+        tree = root / f".tree-{len(trees)}"
+        trees[wheel] = tree
+        site = record.parent.parent
+        for row in csv.reader(record.read_text(encoding="utf-8").splitlines()):
+            if not row:
+                continue
+            path = Path(os.path.normpath(site / row[0]))
+            if path not in files:
+                raise _Unsplittable(f"{path} is named twice or missing")
+            files.remove(path)
+            moved = tree / path.relative_to(root)
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(moved)
+    if files or len(trees) != len(wheels):
+        raise _Unsplittable("files no RECORD names, or a wheel without a RECORD")
+    return trees
+
+
+def _link_into(tree: Path, dest: Path) -> None:
+    """Hard-link every file of ``tree`` into ``dest`` (copy where links cannot be);
+    FileExistsError if one is there already."""
+    for folder, folders, names in os.walk(tree):
+        here = Path(folder)
+        into = dest / here.relative_to(tree)
+        into.mkdir(exist_ok=True)
+        # A link to a folder is an entry like a file: recreated, not descended into.
+        links = [name for name in folders if (here / name).is_symlink()]
+        folders[:] = [name for name in folders if name not in links]
+        for name in [*names, *links]:
+            source, target = here / name, into / name
+            if os.path.lexists(target):
+                raise FileExistsError(target)
+            if source.is_symlink():
+                os.symlink(os.readlink(source), target)
+                continue
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+
+
+def _fix_directory_times(dest: Path) -> None:
+    """Every directory of a composed tree gets one time: the same wheels then give the
+    same tree, whatever order the lanes installed them in."""
+    for folder, _, _ in os.walk(dest):
+        os.utime(folder, (EPOCH, EPOCH))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
-import shutil
 import tarfile
 import threading
 import zipfile
@@ -133,6 +132,19 @@ def tiny_wheel(folder: Path, name: str, version: str, files: dict[str, str]) -> 
     return path
 
 
+SITE = "usr/local/lib/python3.13/site-packages"  # where the fake pip installs
+
+
+def installed(build: dict[str, Any], layer: str) -> list[str]:
+    """What the fake pip installed into a layer of a build's context, as name==version."""
+    prefix = f"{layer}/{SITE}/"
+    return sorted(
+        name.removeprefix(prefix).split(".dist-info/")[0].replace("-", "==")
+        for name in build["files"]
+        if name.startswith(prefix) and name.endswith(".dist-info/RECORD")
+    )
+
+
 class Daemon:
     """What the fakes saw, and what they are told to fail."""
 
@@ -187,10 +199,19 @@ class Daemon:
         ]
 
     def install(self, client: FakeClient, **kw: Any) -> None:
-        """Stands in for pip: the "installed tree" is the folder of wheels it was given, so
-        the build context shows which wheels went into which layer."""
+        """Stands in for pip: each pinned wheel of the folder becomes a module and its
+        dist-info with a RECORD naming both, so the build context shows which wheels went
+        into which layer."""
         self.installs.append(kw)
-        shutil.copytree(kw["wheels"], kw["dest"], dirs_exist_ok=True)
+        dest: Path = kw["dest"]
+        dest.mkdir(parents=True, exist_ok=True)
+        for pin in (kw["wheels"] / "requirements.txt").read_text().split():
+            name, version = pin.replace("-", "_").split("==")
+            info = f"{name}-{version}.dist-info"
+            (dest / SITE / name).mkdir(parents=True)
+            (dest / SITE / name / "__init__.py").write_text(f"# {pin}\n")
+            (dest / SITE / info).mkdir()
+            (dest / SITE / info / "RECORD").write_text(f"{name}/__init__.py,,\n{info}/RECORD,,\n")
 
     def fetch(self, client: FakeClient, **kw: Any) -> list[Path]:
         """Stands in for apt: one .deb named after the architecture asked for."""
@@ -381,8 +402,8 @@ def test_a_group_of_another_package_installs_that_package(
     assert extras_res["exclude"] == ("prefect-client",)
     (core,) = daemon.built(CORE_DOCKERFILE)
     # The package's wheel in its own layer, as prefect's is; not taken for a dependency.
-    assert core["files"]["prefect/requirements.txt"] == b"prefect-client==3.9.1\n"
-    assert core["files"]["deps/requirements.txt"] == b"anyio==4.0.0\n"
+    assert installed(core, "prefect") == ["prefect_client==3.9.1"]
+    assert installed(core, "deps") == ["anyio==4.0.0"]
     assert core["labels"][labels.REVISION] == SHA  # read from prefect-client's wheel
     # Same version, Python and base as the prefect core, but another image.
     assert core["tag"] != prefect_core["tag"]
@@ -425,13 +446,17 @@ def test_a_group_builds_core_then_extras_from_it(
     assert core["tag"].startswith(LOCAL_CACHE + ":")
     assert full["buildargs"] == {"CORE_IMAGE": core["tag"]}
     # Dependencies and prefect in separate folders, each pinned exactly.
-    assert core["files"]["prefect/requirements.txt"] == b"prefect==3.9.1\n"
-    assert core["files"]["deps/requirements.txt"] == b"anyio==4.0.0\n"
-    assert core["wheels"] == ["anyio-4.0.0-py3-none-any.whl", "prefect-3.9.1-py3-none-any.whl"]
+    assert installed(core, "prefect") == ["prefect==3.9.1"]
+    assert installed(core, "deps") == ["anyio==4.0.0"]
+    assert core["wheels"] == []  # installed, not copied
     assert core["files"][CORE_DOCKERFILE] == (ROOT / "dockerfiles" / CORE_DOCKERFILE).read_bytes()
     assert "entrypoint.sh" in core["files"]
-    assert full["files"]["extras/requirements.txt"] == b"docker==7.1.0\n"
-    assert set(full["files"]) == {"extras/requirements.txt", FULL_DOCKERFILE}
+    assert installed(full, "extras") == ["docker==7.1.0"]
+    assert set(full["files"]) == {
+        f"extras/{SITE}/docker/__init__.py",
+        f"extras/{SITE}/docker-7.1.0.dist-info/RECORD",
+        FULL_DOCKERFILE,
+    }
 
     # The core's resolution asks the base image; the extras', the core image, without prefect.
     core_res, full_res = daemon.resolutions
@@ -474,9 +499,22 @@ def test_a_group_builds_core_then_extras_from_it(
     assert (smoke_full["python"], smoke_full["prefect_version"]) == ("3.13", "3.9.1")
 
 
-def test_the_same_dependencies_install_once_per_run_across_lanes(
-    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+def test_a_wheel_is_installed_once_per_run_across_lanes(
+    matrix: Matrix,
+    client: FakeClient,
+    daemon: Daemon,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    download = daemon.download
+
+    def sniffio_too_for_3_9_1(client: FakeClient, request: Any, **options: Any) -> list[Path]:
+        found = download(client, request, **options)
+        if request.requirements == ("prefect==3.9.1",):
+            found.append(tiny_wheel(options["dest"], "sniffio", "1.3.0", {"sniffio/a.py": ""}))
+        return found
+
+    monkeypatch.setattr(wheels, "download", sniffio_too_for_3_9_1)
     shared = Installs(tmp_path / "installed")
     stream = io.StringIO()
     lanes = [
@@ -486,22 +524,29 @@ def test_the_same_dependencies_install_once_per_run_across_lanes(
     lanes[0].build(group_of(matrix, "3.9.0", "3.13"))
     lanes[1].build(group_of(matrix, "3.9.1", "3.13"))
 
-    # anyio 4.0.0 is both releases' dependency set: pip installs it once. Each prefect,
-    # and the extras of each core (installed by that core's pip), once each.
-    assert [i["staging"] for i in daemon.installs] == [
-        "deps",
-        "prefect",
-        "extras",
-        "prefect",
-        "extras",
+    # What pip was asked to install: anyio once for both releases; each prefect, and the
+    # extras of each core (installed by that core's own pip), once each.
+    assert [
+        (i["staging"], (i["wheels"] / "requirements.txt").read_text().split())
+        for i in daemon.installs
+    ] == [
+        ("deps", ["anyio==4.0.0"]),
+        ("prefect", ["prefect==3.9.0"]),
+        ("extras", ["docker==7.1.0"]),
+        ("deps", ["sniffio==1.3.0"]),
+        ("prefect", ["prefect==3.9.1"]),
+        ("extras", ["docker==7.1.0"]),
     ]
     first, second = daemon.built(CORE_DOCKERFILE)
-    deps = {name: data for name, data in first["files"].items() if name.startswith("deps/")}
-    assert deps and deps == {n: d for n, d in second["files"].items() if n.startswith("deps/")}
-    assert "3.9.1 / Python 3.13: installed deps (the same tree as an earlier image)" in (
-        stream.getvalue()
-    )
+    assert installed(first, "deps") == ["anyio==4.0.0"]
+    assert installed(second, "deps") == ["anyio==4.0.0", "sniffio==1.3.0"]
+    anyio = f"deps/{SITE}/anyio/__init__.py"
+    assert first["files"][anyio] == second["files"][anyio] == b"# anyio==4.0.0\n"
     assert "3.9.0 / Python 3.13: installed deps\n" in stream.getvalue()
+    assert (
+        "3.9.1 / Python 3.13: installed deps (1 of 2 wheels as installed for an earlier image)"
+        in stream.getvalue()
+    )
 
 
 def test_tini_is_fetched_while_pip_resolves(
