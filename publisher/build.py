@@ -13,6 +13,7 @@ wheels.py); every image is smoke-tested. A Builder returns what happened; it nev
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import shutil
 import time
 from collections import Counter
@@ -196,34 +197,48 @@ class Builder:
         self.workdir = workdir
         self.auth = auth
         self.sources = Sources.read(settings.dockerfiles)
+        # Two at once: a group's core and full image, or one group's last and the next's
+        # first. More would only queue for the same two cores.
+        self._smokes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="smoke")
 
     def build(self, group: Group) -> list[Built]:
-        """Build and smoke-test a group; failures come back as results, not exceptions.
+        """Build and smoke-test a group; failures come back as results, not exceptions."""
+        return [check.result() for check in self.start(group)]
 
-        An image's smoke test runs while the next image of the group is built (they only
-        read the image tested): under QEMU a smoke test takes minutes, and natively the
-        core's UI check would otherwise hold up the builds of its variants."""
+    def start(self, group: Group) -> list[Future[Built]]:
+        """Build a group's images and start their smoke tests; the results, one per image.
+
+        Returns once the images are built: the smoke tests go on meanwhile (they only read
+        the image tested), while the next image of the group is built and while the lane
+        goes on to its next group. Under QEMU a smoke test takes minutes, and natively a UI
+        check (`prefect server start`, 10-20 s) would otherwise hold up the next build."""
         started = time.monotonic()
         try:
             core, parent = self._core(group)
         except PublisherError as exc:
             self.reporter.step(group.subject, f"FAILED: {exc}")
             error = _on(group, str(exc))
-            return [Built(image=i, platform=group.platform, error=error) for i in group.images]
-        core_seconds = time.monotonic() - started
-        checks: list[Future[Built]] = []
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="smoke") as pool:
-            for image in group.images:
-                built = self._image(group, image, core, parent)
-                if isinstance(built, Built):
-                    checks.append(_done(built))
-                else:
-                    checks.append(pool.submit(self._check, group, image, *built))
-            results = [check.result() for check in checks]
+            return [
+                _done(Built(image=i, platform=group.platform, error=error)) for i in group.images
+            ]
         # The core build is charged to the group's first image.
-        first = results[0]
-        results[0] = dataclasses.replace(first, seconds=first.seconds + core_seconds)
-        return results
+        charged = time.monotonic() - started
+        checks: list[Future[Built]] = []
+        for image in group.images:
+            built = self._image(group, image, core, parent)
+            if isinstance(built, Built):
+                checks.append(_done(dataclasses.replace(built, seconds=built.seconds + charged)))
+            else:
+                local_id, built_at = built
+                checks.append(
+                    self._smokes.submit(self._check, group, image, local_id, built_at - charged)
+                )
+            charged = 0.0
+        return checks
+
+    def close(self) -> None:
+        """Wait for the smoke tests still running."""
+        self._smokes.shutdown(wait=True)
 
     def _core(self, group: Group) -> tuple[Recipe, _Parent]:
         first = group.images[0]
@@ -460,7 +475,7 @@ class Builder:
         """Install a layer's wheels into the build context (the Dockerfile copies the tree):
         outside the build, so a foreign platform's are installed natively; each wheel once
         per run for the same installer and target (installs.py)."""
-        batches = iter(range(1_000_000))
+        batches = itertools.count()
 
         def install(subset: Sequence[Path], folder: Path) -> None:
             wheel_dir = _wheel_dir(work / f"wheels-{layer}-{next(batches)}", list(subset))

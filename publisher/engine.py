@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +22,9 @@ from .progress import Reporter
 
 
 class Engine(Protocol):
-    def build(self, group: Group) -> list[Built]: ...
+    def start(self, group: Group) -> list[Future[Built]]:
+        """Build a group; each image's result once its smoke test is done (Builder.start)."""
+        ...
 
     def tag(self, local_id: str, repository: str, tag: str) -> None: ...
 
@@ -38,8 +41,8 @@ class DockerEngine:
         self.client = builder.client
         self.auth = auth
 
-    def build(self, group: Group) -> list[Built]:
-        return self.builder.build(group)
+    def start(self, group: Group) -> list[Future[Built]]:
+        return self.builder.start(group)
 
     def tag(self, local_id: str, repository: str, tag: str) -> None:
         self.client.images.get(local_id).tag(repository, tag)
@@ -72,6 +75,9 @@ def docker_engine(
                 auth=auth,
                 installs=installs,
             )
-            yield DockerEngine(builder, auth)
+            try:
+                yield DockerEngine(builder, auth)
+            finally:
+                builder.close()  # its smoke tests use the client and the work directory
     finally:
         client.close()

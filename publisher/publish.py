@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -305,21 +305,26 @@ class Publication:
         if not groups:
             return []
 
+        def hand_over(checks: list[Future[Built]]) -> list[Built]:
+            builts = [check.result() for check in checks]
+            if uploads is not None:
+                if not all(built.ok for built in builts):
+                    uploads.stop()
+                for built in builts:
+                    if built.ok:
+                        key = (built.image.id, built.platform)
+                        uploads.submit(_subject(built), key, built.local_id)
+            return builts
+
         def lane(lane_groups: list[Group]) -> list[Built]:
-            results = []
-            with self.engines() as engine:
-                for group in lane_groups:
-                    builts = engine.build(group)
-                    results += builts
-                    if uploads is None:
-                        continue
-                    if not all(built.ok for built in builts):
-                        uploads.stop()
-                    for built in builts:
-                        if built.ok:
-                            key = (built.image.id, built.platform)
-                            uploads.submit(_subject(built), key, built.local_id)
-            return results
+            # A lane builds its next group while the last one's smoke tests run; each
+            # group's results go to the uploads when all of them are in, in lane order.
+            with (
+                self.engines() as engine,
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="hand-over") as handing,
+            ):
+                handed = [handing.submit(hand_over, engine.start(g)) for g in lane_groups]
+                return [built for group in handed for built in group.result()]
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
             futures = [pool.submit(lane, groups) for groups in _lanes(groups)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,6 +205,13 @@ class FakeDaemon:
 class FakeEngine:
     def __init__(self, daemon: FakeDaemon) -> None:
         self.daemon = daemon
+
+    def start(self, group: Group) -> list[Future[Built]]:
+        found: list[Future[Built]] = []
+        for built in self.build(group):
+            found.append(Future())
+            found[-1].set_result(built)
+        return found
 
     def build(self, group: Group) -> list[Built]:
         daemon = self.daemon

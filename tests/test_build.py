@@ -677,6 +677,26 @@ def test_the_core_s_smoke_test_runs_while_the_next_image_builds(
     ]
 
 
+def test_start_returns_once_the_images_are_built_and_their_tests_go_on(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    returned = threading.Event()
+    # Each smoke test waits until start() has returned: a start() that waited for them
+    # would make them fail after 10 s.
+    daemon.fail_smoke = lambda call: (
+        "" if returned.wait(timeout=10) else "start() waited for the smoke tests"
+    )
+    builder = make_builder(client, matrix, tmp_path)
+    checks = builder.start(group_of(matrix, "3.9.1", "3.13"))
+    returned.set()
+    assert len(daemon.built(CORE_DOCKERFILE)) == len(daemon.built(FULL_DOCKERFILE)) == 1
+    assert [(c.result().image.id, c.result().error) for c in checks] == [
+        ("core-3.9.1-py3.13", ""),
+        ("full-3.9.1-py3.13", ""),
+    ]
+    builder.close()
+
+
 def test_an_image_gone_before_its_smoke_test_fails(
     matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
 ) -> None:
@@ -870,7 +890,7 @@ def test_docker_engine_tags_and_pushes_through_the_client(
     with engine.docker_engine(
         matrix=matrix, settings=settings, reporter=Reporter(stream=io.StringIO()), auth=auth
     ) as real:
-        (core, _) = real.build(group_of(matrix, "3.9.1", "3.13"))
+        (core, _) = [check.result() for check in real.start(group_of(matrix, "3.9.1", "3.13"))]
         real.tag(core.local_id, "prefecthq/prefect", "core-3.9.1")
         result = real.push(core.local_id, "localhost:5000/ns/prefect", "core-3.9.1")
         workdir = real.builder.workdir

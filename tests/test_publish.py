@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fakes import Call, FakeDaemon, FakeRegistry
+from fakes import Call, FakeDaemon, FakeEngine, FakeRegistry
 
 from publisher import publish
-from publisher.build import Settings
+from publisher.build import Built, Group, Settings
 from publisher.destination import Destination
 from publisher.errors import MatrixError, RegistryError, SelectionError
 from publisher.matrix import Matrix, load
@@ -621,6 +623,49 @@ def test_lanes_are_one_per_python_in_order(matrix_of: Callable[..., Matrix]) -> 
         [("3.9.0", "3.13"), ("3.9.1", "3.13")],
         [("3.9.0", "3.11"), ("3.9.1", "3.11")],
     ]
+
+
+def test_a_lane_builds_its_next_group_while_the_last_one_is_smoke_tested(
+    matrix_of: Callable[..., Matrix], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first group of each lane finishes its smoke tests only once the lane has started
+    # its next group: a lane that waited for them would wait 5 s and fail them.
+    next_started: dict[str, threading.Event] = {}
+    finishing: list[threading.Thread] = []
+    start = FakeEngine.start
+
+    def tested_late(engine: FakeEngine, group: Group) -> list[Future[Built]]:
+        results = [future.result() for future in start(engine, group)]
+        if group.python in next_started:
+            next_started[group.python].set()
+            return [_done(built) for built in results]
+        event = next_started[group.python] = threading.Event()
+        futures: list[Future[Built]] = [Future() for _ in results]
+
+        def finish() -> None:
+            waited = event.wait(timeout=5)
+            for future, built in zip(futures, results, strict=True):
+                error = "" if waited else "the lane waited for this smoke test"
+                future.set_result(dataclasses.replace(built, error=error))
+
+        finishing.append(threading.Thread(target=finish))
+        finishing[-1].start()
+        return futures
+
+    monkeypatch.setattr(FakeEngine, "start", tested_late)
+    matrix = matrix_of()
+    registry = FakeRegistry()
+    outcomes, _, _ = run(matrix, registry)
+    for thread in finishing:
+        thread.join()
+    assert len(finishing) == 2  # one lane per Python
+    assert {o.status for o in outcomes} == {Status.PUSHED}, [o.error for o in outcomes]
+
+
+def _done(built: Built) -> Future[Built]:
+    future: Future[Built] = Future()
+    future.set_result(built)
+    return future
 
 
 def test_verified_refuses_a_missing_or_different_tag() -> None:
