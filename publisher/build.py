@@ -169,6 +169,10 @@ class _Pip:
     target: target.Target | None = None
 
 
+# Told of each image once it is built, untested (Builder.start).
+OnBuilt = Callable[[Built], None]
+
+
 class Builder:
     """Builds groups on one daemon; a lane of the publisher owns one."""
 
@@ -205,13 +209,15 @@ class Builder:
         """Build and smoke-test a group; failures come back as results, not exceptions."""
         return [check.result() for check in self.start(group)]
 
-    def start(self, group: Group) -> list[Future[Built]]:
+    def start(self, group: Group, on_built: OnBuilt | None = None) -> list[Future[Built]]:
         """Build a group's images and start their smoke tests; the results, one per image.
 
         Returns once the images are built: the smoke tests go on meanwhile (they only read
         the image tested), while the next image of the group is built and while the lane
         goes on to its next group. Under QEMU a smoke test takes minutes, and natively a UI
-        check (`prefect server start`, 10-20 s) would otherwise hold up the next build."""
+        check (`prefect server start`, 10-20 s) would otherwise hold up the next build.
+        ``on_built`` hears of each image as soon as it is built, before its smoke test:
+        an image not yet tested, which the caller may stage but not release."""
         started = time.monotonic()
         try:
             core, parent = self._core(group)
@@ -230,6 +236,8 @@ class Builder:
                 checks.append(_done(dataclasses.replace(built, seconds=built.seconds + charged)))
             else:
                 local_id, built_at = built
+                if on_built is not None:
+                    on_built(Built(image=image, platform=group.platform, local_id=local_id))
                 checks.append(
                     self._smokes.submit(self._check, group, image, local_id, built_at - charged)
                 )

@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Protocol
 
 from . import docker_client
-from .build import Builder, Built, Group, Settings
+from .build import Builder, Built, Group, OnBuilt, Settings
 from .installs import Installs
 from .matrix import Matrix
 from .progress import Reporter
 
 
 class Engine(Protocol):
-    def start(self, group: Group) -> list[Future[Built]]:
-        """Build a group; each image's result once its smoke test is done (Builder.start)."""
+    def start(self, group: Group, on_built: OnBuilt | None = None) -> list[Future[Built]]:
+        """Build a group; each image's result once its smoke test is done, and each built
+        image to ``on_built`` before it is tested (Builder.start)."""
         ...
 
     def tag(self, local_id: str, repository: str, tag: str) -> None: ...
@@ -41,8 +42,8 @@ class DockerEngine:
         self.client = builder.client
         self.auth = auth
 
-    def start(self, group: Group) -> list[Future[Built]]:
-        return self.builder.start(group)
+    def start(self, group: Group, on_built: OnBuilt | None = None) -> list[Future[Built]]:
+        return self.builder.start(group, on_built)
 
     def tag(self, local_id: str, repository: str, tag: str) -> None:
         self.client.images.get(local_id).tag(repository, tag)

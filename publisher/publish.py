@@ -5,9 +5,9 @@
 1. One survey of the destination (a manifest HEAD per planned tag, in parallel) says which
    images are published. A published image is never rebuilt and its immutable tags never
    move (no-clobber); only ``--replace`` rebuilds one and moves them.
-2. The images to build are built and smoke-tested; each one that passes is uploaded at
-   once, while the others build, under the staging tag (upload.py). If any fails, the
-   uploads stop and no tag is written.
+2. The images to build are built and smoke-tested; each one is uploaded under the
+   staging tag as soon as it is built, while it is tested and the others build
+   (upload.py). If any fails, the uploads stop and no release tag is written.
 3. Each new image's immutable tags are written by manifest copy of what was uploaded
    (a multi-platform image: an index of its platform images), and every tag is read
    back and compared by digest.
@@ -300,30 +300,31 @@ class Publication:
         )
 
     def build(self, groups: list[Group], uploads: Uploads | None = None) -> list[Built]:
-        """Build the groups, a lane per Python; each image that passes is handed to
-        ``uploads`` at once, and the first failure stops the uploads."""
+        """Build the groups, a lane per Python. Each image is handed to ``uploads`` as
+        soon as it is built, so that its upload overlaps its smoke test: the upload only
+        stages it, and its release tags wait for every test. The first failure stops the
+        uploads."""
         if not groups:
             return []
 
-        def hand_over(checks: list[Future[Built]]) -> list[Built]:
-            builts = [check.result() for check in checks]
+        def stage(built: Built) -> None:
             if uploads is not None:
-                if not all(built.ok for built in builts):
-                    uploads.stop()
-                for built in builts:
-                    if built.ok:
-                        key = (built.image.id, built.platform)
-                        uploads.submit(_subject(built), key, built.local_id)
+                uploads.submit(_subject(built), (built.image.id, built.platform), built.local_id)
+
+        def results(checks: list[Future[Built]]) -> list[Built]:
+            builts = [check.result() for check in checks]
+            if uploads is not None and not all(built.ok for built in builts):
+                uploads.stop()
             return builts
 
         def lane(lane_groups: list[Group]) -> list[Built]:
-            # A lane builds its next group while the last one's smoke tests run; each
-            # group's results go to the uploads when all of them are in, in lane order.
+            # A lane builds its next group while the last one's smoke tests run; a failed
+            # test stops the uploads as soon as it is in.
             with (
                 self.engines() as engine,
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="hand-over") as handing,
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="results") as waiting,
             ):
-                handed = [handing.submit(hand_over, engine.start(g)) for g in lane_groups]
+                handed = [waiting.submit(results, engine.start(g, stage)) for g in lane_groups]
                 return [built for group in handed for built in group.result()]
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:

@@ -1,13 +1,15 @@
-"""Uploading tested images while the others still build.
+"""Uploading images while they are tested and the others still build.
 
 A push costs about as much as a build (the daemon compresses every layer, then sends it),
-so each image is uploaded as soon as it has passed its smoke test instead of all at the
-end. It goes under one staging tag that no release can use (``UPLOAD_TAG``) and is then
-known by its digest alone: the daemon pushes by tag only, and a manifest stays in the
-registry when its tag moves on to the next upload. The release's own tags are written at
-the end, by manifest copy (registry-side, a few requests each), and only if every image
-passed. A run that fails or is killed leaves no release tag, and the one staging tag is
-all that remains of it; its rerun finds the layers already there.
+so each image is uploaded as soon as it is built, while its smoke test runs, instead of
+all at the end. It goes under one staging tag that no release can use (``UPLOAD_TAG``)
+and is then known by its digest alone: the daemon pushes by tag only, and a manifest
+stays in the registry when its tag moves on to the next upload. The release's own tags
+are written at the end, by manifest copy (registry-side, a few requests each), and only
+if every image passed. So an image that fails its test may have reached the registry,
+under the staging tag at most, and is never released. A run that fails or is killed
+leaves no release tag, and the one staging tag is all that remains of it; its rerun
+finds the layers already there.
 
 One upload at a time: the daemon already sends a push's layers in parallel, and uploads
 share the staging tag, which is re-pointed locally before each push.

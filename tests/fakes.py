@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from publisher import labels
-from publisher.build import Built, Group
+from publisher.build import Built, Group, OnBuilt
 from publisher.errors import RegistryError
 from publisher.plan import Image
 
@@ -162,22 +162,29 @@ class FakeDaemon:
     """The state behind every FakeEngine: what was built, tagged and pushed.
 
     ``fail`` maps an image id (or "ID@PLATFORM" for one platform of it) to the error its
-    build or smoke test reports. A "build" is
+    build reports; ``fail_test`` likewise to the error of its smoke test, which runs after
+    the image is built (and may have been uploaded). A "build" is
     deterministic: the same image (and the same --replace) gives the same digest, whichever
     run builds it, so interrupted and uninterrupted runs can be compared.
     """
 
     registry: FakeRegistry | None = None
     fail: dict[str, str] = field(default_factory=dict)
+    fail_test: dict[str, str] = field(default_factory=dict)
     groups: list[Group] = field(default_factory=list)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (method, image id or tag)
     local: dict[str, Image] = field(default_factory=dict)  # local id -> image
     content: dict[str, str] = field(default_factory=dict)  # local id -> what it holds
     local_tags: dict[str, str] = field(default_factory=dict)  # "repo:tag" -> local id
+    pushed_images: list[str] = field(default_factory=list)  # image ids, as pushed
     opened: int = 0
     closed: int = 0
     # Called as each group's build starts, from the lane's thread (to hold a build back).
     before_build: Callable[[Group], None] | None = None
+    # Called as each built image's smoke test runs, from a thread of its own (to hold a
+    # test back); the image's result is ready once it returns, failed if it returns an
+    # error.
+    during_test: Callable[[Built], str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def engines(self) -> Any:
@@ -187,9 +194,11 @@ class FakeDaemon:
         def engine() -> Iterator[FakeEngine]:
             with self._lock:
                 self.opened += 1
+            fake = FakeEngine(self)
             try:
-                yield FakeEngine(self)
+                yield fake
             finally:
+                fake.close()
                 with self._lock:
                     self.closed += 1
 
@@ -205,13 +214,31 @@ class FakeDaemon:
 class FakeEngine:
     def __init__(self, daemon: FakeDaemon) -> None:
         self.daemon = daemon
+        # Smoke tests of their own threads, as Builder.start runs them.
+        self._tests = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fake-test")
 
-    def start(self, group: Group) -> list[Future[Built]]:
+    def start(self, group: Group, on_built: OnBuilt | None = None) -> list[Future[Built]]:
+        daemon = self.daemon
         found: list[Future[Built]] = []
         for built in self.build(group):
-            found.append(Future())
-            found[-1].set_result(built)
+            if built.ok and on_built is not None:
+                on_built(built)
+            error = daemon.fail_test.get(built.image.id)
+            error = error or daemon.fail_test.get(f"{built.image.id}@{built.platform}")
+            result = replace(built, local_id="", error=error) if error else built
+            if built.ok and daemon.during_test is not None:
+                found.append(self._tests.submit(self._test, built, result))
+            else:
+                found.append(done(result))
         return found
+
+    def close(self) -> None:
+        self._tests.shutdown(wait=True)
+
+    def _test(self, built: Built, result: Built) -> Built:
+        assert self.daemon.during_test is not None
+        error = self.daemon.during_test(built)
+        return replace(result, local_id="", error=error) if error else result
 
     def build(self, group: Group) -> list[Built]:
         daemon = self.daemon
@@ -263,4 +290,13 @@ class FakeEngine:
             },
             daemon.content[local_id],
         )
+        with daemon._lock:
+            daemon.pushed_images.append(image.id)
         return found
+
+
+def done(built: Built) -> Future[Built]:
+    """A result that is already in."""
+    future: Future[Built] = Future()
+    future.set_result(built)
+    return future

@@ -23,7 +23,7 @@ import yaml
 from fakes import digest_of
 
 from publisher import debs, docker_client, engine, labels, smoke, target, wheels
-from publisher.build import Builder, Group, NightlySource, Settings, groups_of
+from publisher.build import Builder, Built, Group, NightlySource, Settings, groups_of
 from publisher.errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryError
 from publisher.inputs import Inputs
 from publisher.installs import Installs
@@ -695,6 +695,37 @@ def test_start_returns_once_the_images_are_built_and_their_tests_go_on(
         ("full-3.9.1-py3.13", ""),
     ]
     builder.close()
+
+
+def test_each_image_is_told_of_once_built_before_its_smoke_test_and_a_failure_is_not(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    events: list[tuple[str, str]] = []
+    daemon.fail_smoke = lambda call: events.append(("tested", call["image"])) or ""
+
+    def told(built: Built) -> None:
+        assert built.ok and not built.error
+        events.append(("built", built.local_id))
+
+    def start(folder: str) -> list[Built]:
+        builder = make_builder(client, matrix, tmp_path / folder)
+        checks = builder.start(group_of(matrix, "3.9.1", "3.13"), told)
+        builder.close()
+        return [check.result() for check in checks]
+
+    # A build that fails is nobody's to stage.
+    daemon.untagged = {FULL_DOCKERFILE}
+    core, full = start("failing")
+    assert core.ok and not full.ok
+    assert [e for e in events if e[0] == "built"] == [("built", core.local_id)]
+
+    events.clear()
+    daemon.untagged = set()
+    results = start("passing")
+    assert all(r.ok for r in results)
+    assert [e for e in events if e[0] == "built"] == [("built", r.local_id) for r in results]
+    for result in results:
+        assert events.index(("built", result.local_id)) < events.index(("tested", result.local_id))
 
 
 def test_an_image_gone_before_its_smoke_test_fails(

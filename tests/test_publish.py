@@ -7,13 +7,12 @@ import dataclasses
 import io
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fakes import Call, FakeDaemon, FakeEngine, FakeRegistry
+from fakes import Call, FakeDaemon, FakeRegistry
 
 from publisher import publish
 from publisher.build import Built, Group, Settings
@@ -626,46 +625,33 @@ def test_lanes_are_one_per_python_in_order(matrix_of: Callable[..., Matrix]) -> 
 
 
 def test_a_lane_builds_its_next_group_while_the_last_one_is_smoke_tested(
-    matrix_of: Callable[..., Matrix], monkeypatch: pytest.MonkeyPatch
+    matrix_of: Callable[..., Matrix],
 ) -> None:
     # The first group of each lane finishes its smoke tests only once the lane has started
     # its next group: a lane that waited for them would wait 5 s and fail them.
-    next_started: dict[str, threading.Event] = {}
-    finishing: list[threading.Thread] = []
-    start = FakeEngine.start
+    first: dict[str, str] = {}  # Python -> the version its lane builds first
+    next_started = {python: threading.Event() for python in ("3.11", "3.13")}
+    waited: list[str] = []
 
-    def tested_late(engine: FakeEngine, group: Group) -> list[Future[Built]]:
-        results = [future.result() for future in start(engine, group)]
-        if group.python in next_started:
+    def before_build(group: Group) -> None:
+        if first.setdefault(group.python, group.version) != group.version:
             next_started[group.python].set()
-            return [_done(built) for built in results]
-        event = next_started[group.python] = threading.Event()
-        futures: list[Future[Built]] = [Future() for _ in results]
 
-        def finish() -> None:
-            waited = event.wait(timeout=5)
-            for future, built in zip(futures, results, strict=True):
-                error = "" if waited else "the lane waited for this smoke test"
-                future.set_result(dataclasses.replace(built, error=error))
+    def during_test(built: Built) -> str:
+        image = built.image
+        if first[image.python_version] != image.prefect_version:
+            return ""
+        waited.append(image.id)
+        if not next_started[image.python_version].wait(timeout=5):
+            return "the lane waited for this smoke test"
+        return ""
 
-        finishing.append(threading.Thread(target=finish))
-        finishing[-1].start()
-        return futures
-
-    monkeypatch.setattr(FakeEngine, "start", tested_late)
     matrix = matrix_of()
-    registry = FakeRegistry()
-    outcomes, _, _ = run(matrix, registry)
-    for thread in finishing:
-        thread.join()
-    assert len(finishing) == 2  # one lane per Python
+
+    daemon = FakeDaemon(before_build=before_build, during_test=during_test)
+    outcomes, _, _ = run(matrix, FakeRegistry(), daemon=daemon)
+    assert waited, "no smoke test of a first group was held"
     assert {o.status for o in outcomes} == {Status.PUSHED}, [o.error for o in outcomes]
-
-
-def _done(built: Built) -> Future[Built]:
-    future: Future[Built] = Future()
-    future.set_result(built)
-    return future
 
 
 def test_verified_refuses_a_missing_or_different_tag() -> None:
@@ -731,9 +717,18 @@ def test_fake_engine_builds_deterministically_and_fails_on_request(
     from publisher.build import groups_of
 
     group = groups_of(plan(matrix_of()).images)[0]
-    daemon = FakeDaemon(fail={group.images[1].id: "smoke test failed"})
+    daemon = FakeDaemon(
+        fail={group.images[1].id: "build failed"},
+        fail_test={group.images[0].id: "smoke test failed"},
+    )
+    seen: list[Built] = []
     with daemon.engines()() as one, daemon.engines()() as two:
         first, second = one.build(group), two.build(group)
+        started = [future.result() for future in one.start(group, seen.append)]
     assert first == second
-    assert first[0].ok and first[1].error == "smoke test failed"
+    assert first[0].ok and first[1].error == "build failed"
+    # A failed test comes after the build: the image was built, and told of, first.
+    assert [b.image.id for b in seen] == [group.images[0].id] and seen[0].local_id
+    assert started[0].error == "smoke test failed" and not started[0].local_id
+    assert started[1].error == "build failed"
     assert daemon.opened == daemon.closed == 2

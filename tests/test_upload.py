@@ -1,22 +1,23 @@
-"""Uploads overlap the builds: each image goes up under the staging tag as soon as it has
-passed, the release's tags are written only once every image has, and a failure stops
-the uploads."""
+"""Uploads overlap the builds: each image goes up under the staging tag as soon as it is
+built, while it is tested, the release's tags are written only once every image has
+passed, and a failure stops the uploads."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
 from fakes import FakeDaemon, FakeRegistry
 from test_publish import by_id, matrix_of, release_tags, run
 
-from publisher.build import Group
+from publisher.build import Built, Group
 from publisher.errors import RegistryError
 from publisher.matrix import Matrix
 from publisher.outcome import Status
 from publisher.plan import plan
-from publisher.upload import UPLOAD_TAG
+from publisher.upload import UPLOAD_TAG, Uploads
 
 __all__ = ["matrix_of"]
 
@@ -50,22 +51,65 @@ def test_an_image_is_uploaded_while_a_later_group_builds(
     assert {o.status for o in outcomes} == {Status.PUSHED}
 
 
-def test_a_failed_group_stops_the_uploads(matrix_of: Callable[..., Matrix]) -> None:
+def test_an_image_is_uploaded_while_it_is_smoke_tested(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    registry = FakeRegistry()
+    held: list[bool] = []
+
+    def test_once_uploaded(built: Built) -> str:
+        # Each smoke test ends only once its own image is in the registry: an upload
+        # that waited for the test would never start, and the test would fail.
+        for _ in range(500):
+            if built.image.id in daemon.pushed_images:
+                held.append(True)
+                return ""
+            time.sleep(0.01)
+        return "not uploaded during its smoke test"
+
+    daemon = FakeDaemon(during_test=test_once_uploaded)
+    outcomes, _, _ = run(matrix_of(), registry, daemon=daemon)
+
+    assert {o.status for o in outcomes} == {Status.PUSHED}, [o.error for o in outcomes]
+    assert len(held) == len(outcomes)
+
+
+def test_a_failed_smoke_test_stops_the_uploads_and_releases_nothing(
+    matrix_of: Callable[..., Matrix], monkeypatch: pytest.MonkeyPatch
+) -> None:
     matrix = matrix_of()
-    # One lane, groups in plan order: fail the group built first, so that nothing has
-    # passed before the failure.
+    # One lane, groups in plan order: fail the test of the first image built.
     first = FakeDaemon()
     run(matrix, None, destination=None, daemon=first, jobs=1)
-    failing = first.groups[0].images[0].id
+    failing_group = first.groups[0]
+    failing = failing_group.images[0].id
 
+    # The next group is built once the failure has stopped the uploads.
+    stopped = threading.Event()
+    stop = Uploads.stop
+
+    def stop_and_tell(uploads: Uploads) -> None:
+        stop(uploads)
+        stopped.set()
+
+    def wait_for_the_failure(group: Group) -> None:
+        if group != failing_group:
+            assert stopped.wait(timeout=5), "the failure did not stop the uploads"
+
+    monkeypatch.setattr(Uploads, "stop", stop_and_tell)
     registry = FakeRegistry()
-    daemon = FakeDaemon(fail={failing: "smoke test failed"})
+    daemon = FakeDaemon(fail_test={failing: "smoke test failed"})
+    daemon.before_build = wait_for_the_failure
     outcomes, _, _ = run(matrix, registry, daemon=daemon, jobs=1)
 
     assert by_id(outcomes)[failing].status is Status.FAILED
     assert len(daemon.groups) == len(first.groups), "every group is still built and tested"
-    assert daemon.pushed_tags() == [], "nothing is uploaded once an image has failed"
-    assert registry.writes_logged() == []
+    # Built before its test failed, the failing group's images may have been staged;
+    # nothing built after the failure was uploaded, and nothing was tagged for release.
+    assert daemon.pushed_images
+    assert set(daemon.pushed_images) <= {image.id for image in failing_group.images}
+    assert set(daemon.pushed_tags()) == {UPLOAD_TAG}
+    assert release_tags(registry) == {}
 
 
 def test_a_failed_upload_writes_no_release_tag_and_the_rerun_completes(
