@@ -204,6 +204,10 @@ class Builder:
         # Two at once: a group's core and full image, or one group's last and the next's
         # first. More would only queue for the same two cores.
         self._smokes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="smoke")
+        # The extras of a group's images, resolved and installed while its core installs
+        # and builds (see _start_extras), by (image id, platform).
+        self._extras = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extras")
+        self._early: dict[tuple[str, str], Future[tuple[list[Path], Path]]] = {}
 
     def build(self, group: Group) -> list[Built]:
         """Build and smoke-test a group; failures come back as results, not exceptions."""
@@ -242,10 +246,13 @@ class Builder:
                     self._smokes.submit(self._check, group, image, local_id, built_at - charged)
                 )
             charged = 0.0
+        for image in group.images:  # not needed: the image was built before, say
+            self._early.pop((image.id, group.platform), None)
         return checks
 
     def close(self) -> None:
         """Wait for the smoke tests still running."""
+        self._extras.shutdown(wait=True)
         self._smokes.shutdown(wait=True)
 
     def _core(self, group: Group) -> tuple[Recipe, _Parent]:
@@ -419,6 +426,7 @@ class Builder:
             found = self._resolve(
                 group.subject, group.package, group.version, pip, (), work / "wheels"
             )
+            self._start_extras(group, pip, found)
             # The package gets its own layer (the "prefect" folder of the build context,
             # whatever the package), its dependencies another.
             package = canonicalize_name(group.package)
@@ -433,18 +441,70 @@ class Builder:
         revision = self.settings.revision or wheels.revision_of(found, group.package)
         return context, self._labels(group.images[0], of_packages(found), revision)
 
+    def _start_extras(self, group: Group, pip: _Pip, core: list[Path]) -> None:
+        """Resolve and install the extras of the group's images while the core installs
+        and builds, instead of after: the core's own packages held at the versions it
+        resolved (constraints), and left out. The same packages as resolving in the built
+        core, unless an extra needs another version of one of them: that resolution fails
+        and the extras are resolved in the core image after all (_extras_context)."""
+        if self.settings.nightly is not None:
+            return  # a nightly's package is a file URL, which no constraint can pin
+        pins = tuple(f"{_name(w)}=={parse_wheel_filename(w.name)[1]}" for w in core)
+        for image in group.images:
+            if image.extras:
+                self._early[(image.id, group.platform)] = self._extras.submit(
+                    self._early_extras, group, image, pip, pins
+                )
+
+    def _early_extras(
+        self, group: Group, image: Image, pip: _Pip, pins: tuple[str, ...]
+    ) -> tuple[list[Path], Path]:
+        subject = _subject(group, image)
+        work = self.workdir / "extras" / f"{image.id}-{group.platform.replace('/', '-')}"
+        shutil.rmtree(work, ignore_errors=True)
+        found = self._resolve(
+            subject,
+            image.package,
+            image.prefect_version,
+            pip,
+            image.extras,
+            work / "wheels",
+            constraints=pins,
+        )
+        self._install(subject, pip, "extras", found, work)
+        return found, work / "context" / "extras"
+
     def _extras_context(
         self, group: Group, image: Image, recipe: Recipe, parent: _Parent, work: Path
     ) -> tuple[Path, dict[str, str]]:
-        # Resolved for the parent: exactly what the extras add to that image.
-        pip = self._pip(group, parent.ref)
-        found = self._resolve(
-            image.id, image.package, image.prefect_version, pip, image.extras, work / "wheels"
-        )
         context = work / "context"
-        self._install(image.id, pip, "extras", found, work)
+        found = self._early_result(group, image, context / "extras")
+        if found is None:
+            # Resolved for the parent: exactly what the extras add to that image.
+            pip = self._pip(group, parent.ref)
+            found = self._resolve(
+                image.id, image.package, image.prefect_version, pip, image.extras, work / "wheels"
+            )
+            self._install(image.id, pip, "extras", found, work)
         self._copy_sources(context, recipe.dockerfile)
         return context, self._labels(image, of_packages(found, parent=parent.id), None)
+
+    def _early_result(self, group: Group, image: Image, dest: Path) -> list[Path] | None:
+        """The extras resolved and installed during the core's build, their tree moved to
+        ``dest``; None when there are none."""
+        early = self._early.pop((image.id, group.platform), None)
+        if early is None:
+            return None
+        try:
+            found, tree = early.result()
+        except PublisherError as exc:
+            self.reporter.step(
+                _subject(group, image), f"resolving in the core image instead, as {exc}"
+            )
+            return None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tree.rename(dest)
+        return found
 
     def _resolve(
         self,
@@ -454,6 +514,8 @@ class Builder:
         pip: _Pip,
         extras: tuple[str, ...],
         dest: Path,
+        *,
+        constraints: tuple[str, ...] = (),
     ) -> list[Path]:
         name = f"{package}[{','.join(extras)}]" if extras else package
         nightly = self.settings.nightly
@@ -469,7 +531,10 @@ class Builder:
                 requirements=(requirement,),
                 local_wheel=nightly.wheel if nightly else None,
                 # The package is the parent's already; a URL requirement would fetch it again.
-                exclude=(package,) if extras else (),
+                # Constrained, the parent's packages are pinned instead of installed: left
+                # out all the same.
+                exclude=tuple(_pinned(constraints)) or ((package,) if extras else ()),
+                constraints=constraints,
             ),
             base_image=pip.image,
             dest=dest,
@@ -613,6 +678,11 @@ def _wheel_dir(folder: Path, files: list[Path]) -> Path:
 
 def _name(wheel: Path) -> str:
     return str(parse_wheel_filename(wheel.name)[0])
+
+
+def _pinned(constraints: Iterable[str]) -> list[str]:
+    """The project names of "name==version" pins."""
+    return [pin.split("==", 1)[0] for pin in constraints]
 
 
 def _build_platform(group: Group) -> str | None:

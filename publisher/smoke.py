@@ -343,6 +343,7 @@ def check(
     is never kept. ``on_probe`` is called before the image is run.
     """
     command = _command(ui, package, extras_present, extras_absent)
+    entry = _entry(client, image, command)
 
     def judged(kept: Any) -> SmokeResult:
         return verify(
@@ -357,7 +358,7 @@ def check(
 
     if reuse:
         try:
-            kept = cache.read_json(_entry(client, image, command))
+            kept = cache.read_json(entry)
             return dataclasses.replace(judged(kept), earlier=True)
         except (BuildError, TypeError, LookupError, ValueError):
             pass  # none kept, damaged, or asked other questions of the image: probe it
@@ -372,7 +373,7 @@ def check(
         network_mode="none",
     )
     result = judged({"code": code, "output": output})
-    cache.write_json(_entry(client, image, command), {"code": code, "output": output})
+    cache.write_json(entry, {"code": code, "output": output})
     return result
 
 

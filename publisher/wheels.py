@@ -71,12 +71,14 @@ class PipRequest:
 
     ``local_wheel`` is mounted at /source so a requirement can name it as
     ``prefect @ file:///source/NAME``. Projects named in ``exclude`` are left out (the
-    parent image already has them).
+    parent image already has them). ``constraints`` ("name==version") hold projects at the
+    versions a parent image will have, when the resolution runs before that image exists.
     """
 
     requirements: tuple[str, ...]
     local_wheel: Path | None = None
     exclude: tuple[str, ...] = ()
+    constraints: tuple[str, ...] = ()
 
 
 def download(
@@ -115,13 +117,15 @@ def download(
     scratch = [dest / "report.json"]
     options: list[str] = []
     where = f"with {base_image}"
+    pins = list(request.constraints)
     if target is not None:
         where = f"for {target.platform} with the {target.native_platform} pip of {base_image}"
-        pins = constraints(target.foreign, target.native, request.exclude)
-        if pins:
-            (dest / "constraints.txt").write_text("".join(f"{pin}\n" for pin in pins))
-            scratch.append(dest / "constraints.txt")
-            options = ["--constraint", "/wheels/constraints.txt"]
+        pins += constraints(target.foreign, target.native, request.exclude)
+    if pins:
+        (dest / "constraints.txt").write_text("".join(f"{pin}\n" for pin in pins))
+        scratch.append(dest / "constraints.txt")
+        options = ["--constraint", "/wheels/constraints.txt"]
+    if target is not None:
         # What the foreign image has, pip there would have kept: not the image's to add.
         exclude = (*exclude, *target.foreign.installed)
         # An sdist would be built for the native platform here.

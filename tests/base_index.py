@@ -18,6 +18,8 @@ from typing import Any
 import docker
 import requests
 
+from tests.tiny_image import push_manifest
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 # What dockerd 20.10 pushes (Docker schema 2), and the OCI equivalent.
 MANIFEST_TYPES = (
@@ -83,17 +85,7 @@ def push_base_index(
             }
         )
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-    payload = json.dumps(index, indent=2).encode()
-    response = requests.put(
-        f"{base}/manifests/{tag}",
-        data=payload,
-        headers={"Content-Type": OCI_INDEX},
-        timeout=TIMEOUT,
-    )
-    response.raise_for_status()
-    digest = "sha256:" + hashlib.sha256(payload).hexdigest()
-    if response.headers.get("Docker-Content-Digest", digest) != digest:
-        raise RuntimeError(f"the registry stored the index of {repository}:{tag} differently")
+    digest = push_manifest(registry, repository, tag, index, OCI_INDEX)
     return BaseIndex(
         reference=f"{registry}/{repository}:{tag}",
         repository=f"{registry}/{repository}",

@@ -321,17 +321,7 @@ def ensure_wheelhouse(
         parts = cache / "wheelhouse.parts"
         shutil.rmtree(parts, ignore_errors=True)
         (cache / "markers").mkdir(parents=True, exist_ok=True)
-        jobs: dict[str, list[str]] = {}
-        for py, env in sorted(markers.items()):
-            marker_file = cache / "markers" / f"{py}.json"
-            marker_file.write_text(json.dumps(env, sort_keys=True))
-            # Each requirement on its own: prefect==A and prefect==B cannot share a resolve.
-            for version in PREFECT_VERSIONS:
-                for req in (f"prefect=={version}", f"prefect[docker]=={version}"):
-                    name = f"cp{py.replace('.', '')}-{req}"
-                    target = [str(HERE / "pip_for_target.py"), str(marker_file)]
-                    jobs[name] = [*target, "download", *wheel_flags(py), req]
-        jobs.update(_arm64_jobs(cache, arm64))
+        jobs = _prefect_jobs(cache, markers) | _prefect_jobs(cache, arm64, "aarch64")
         jobs["cowsay"] = ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", COWSAY]
         jobs["build"] = ["-m", "pip", "download", "--only-binary=:all:", *BUILD_REQUIREMENTS]
         # `--no-binary prefect` rather than `:all:`: the same sdist, but pip may then use wheels
@@ -372,18 +362,22 @@ def bootstrap_wheelhouse(boot: Bootstrap) -> Path:
     return wheelhouse
 
 
-def _arm64_jobs(cache: Path, markers: Mapping[str, dict[str, str]]) -> dict[str, list[str]]:
-    """The download jobs of the arm64 bases' Pythons: Prefect's closure for manylinux aarch64,
-    resolved with each arm64 base's own marker environment."""
+def _prefect_jobs(
+    cache: Path, markers: Mapping[str, dict[str, str]], machine: str = "x86_64"
+) -> dict[str, list[str]]:
+    """The download jobs of Prefect's closure for the bases' Pythons on ``machine``, each
+    resolved with its base's own marker environment."""
+    suffix = "" if machine == "x86_64" else f"-{machine}"
     jobs: dict[str, list[str]] = {}
     for py, env in sorted(markers.items()):
-        marker_file = cache / "markers" / f"{py}-aarch64.json"
+        marker_file = cache / "markers" / f"{py}{suffix}.json"
         marker_file.write_text(json.dumps(env, sort_keys=True))
+        # Each requirement on its own: prefect==A and prefect==B cannot share a resolve.
         for version in PREFECT_VERSIONS:
             for req in (f"prefect=={version}", f"prefect[docker]=={version}"):
-                name = f"cp{py.replace('.', '')}-aarch64-{req}"
+                name = f"cp{py.replace('.', '')}{suffix}-{req}"
                 target = [str(HERE / "pip_for_target.py"), str(marker_file)]
-                jobs[name] = [*target, "download", *wheel_flags(py, "aarch64"), req]
+                jobs[name] = [*target, "download", *wheel_flags(py, machine), req]
     return jobs
 
 

@@ -399,7 +399,11 @@ def test_a_group_of_another_package_installs_that_package(
     core_res, extras_res = daemon.resolutions
     assert core_res["requirements"] == ("prefect-client==3.9.1",)
     assert extras_res["requirements"] == ("prefect-client[otel]==3.9.1",)
-    assert extras_res["exclude"] == ("prefect-client",)
+    # Resolved with the base's pip while the core builds, the core's packages pinned at
+    # the versions it has and left out.
+    assert extras_res["base_image"] == core_res["base_image"]
+    assert extras_res["constraints"] == ("anyio==4.0.0", "prefect-client==3.9.1")
+    assert extras_res["exclude"] == ("anyio", "prefect-client")
     (core,) = daemon.built(CORE_DOCKERFILE)
     # The package's wheel in its own layer, as prefect's is; not taken for a dependency.
     assert installed(core, "prefect") == ["prefect_client==3.9.1"]
@@ -458,7 +462,8 @@ def test_a_group_builds_core_then_extras_from_it(
         FULL_DOCKERFILE,
     }
 
-    # The core's resolution asks the base image; the extras', the core image, without prefect.
+    # The core's resolution asks the base image. So do the extras', as soon as the core's
+    # packages are known (before the core is built): with them pinned, and left out.
     core_res, full_res = daemon.resolutions
     assert (core_res["base_image"], core_res["requirements"], core_res["exclude"]) == (
         "python:3.13-slim",
@@ -466,10 +471,11 @@ def test_a_group_builds_core_then_extras_from_it(
         (),
     )
     assert (full_res["base_image"], full_res["requirements"], full_res["exclude"]) == (
-        core["tag"],
+        "python:3.13-slim",
         ("prefect[docker]==3.9.1",),
-        ("prefect",),
+        ("anyio", "prefect"),
     )
+    assert full_res["constraints"] == ("anyio==4.0.0", "prefect==3.9.1")
 
     # Each image's labels record its fingerprint, its inputs and what it replaces.
     for built, result in ((core, results[0]), (full, results[1])):
@@ -524,18 +530,17 @@ def test_a_wheel_is_installed_once_per_run_across_lanes(
     lanes[0].build(group_of(matrix, "3.9.0", "3.13"))
     lanes[1].build(group_of(matrix, "3.9.1", "3.13"))
 
-    # What pip was asked to install: anyio once for both releases; each prefect, and the
-    # extras of each core (installed by that core's own pip), once each.
-    assert [
+    # What pip was asked to install: anyio once for both releases, each prefect once, and
+    # the extras once for both (installed by the base's pip, while each core builds).
+    assert sorted(
         (i["staging"], (i["wheels"] / "requirements.txt").read_text().split())
         for i in daemon.installs
-    ] == [
+    ) == [
         ("deps", ["anyio==4.0.0"]),
-        ("prefect", ["prefect==3.9.0"]),
-        ("extras", ["docker==7.1.0"]),
         ("deps", ["sniffio==1.3.0"]),
-        ("prefect", ["prefect==3.9.1"]),
         ("extras", ["docker==7.1.0"]),
+        ("prefect", ["prefect==3.9.0"]),
+        ("prefect", ["prefect==3.9.1"]),
     ]
     first, second = daemon.built(CORE_DOCKERFILE)
     assert installed(first, "deps") == ["anyio==4.0.0"]
@@ -728,6 +733,66 @@ def test_each_image_is_told_of_once_built_before_its_smoke_test_and_a_failure_is
         assert events.index(("built", result.local_id)) < events.index(("tested", result.local_id))
 
 
+def test_the_extras_are_resolved_and_installed_while_the_core_builds(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    extras_installed = threading.Event()
+    build, install = daemon.build, daemon.install
+
+    def install_and_tell(client: FakeClient, **kw: Any) -> None:
+        install(client, **kw)
+        if kw["staging"] == "extras":
+            extras_installed.set()
+
+    def core_waits_for_the_extras(
+        client: FakeClient, request: docker_client.BuildRequest, **kw: Any
+    ) -> str:
+        if request.dockerfile == CORE_DOCKERFILE:
+            # Resolved after the core was built, the extras would never be installed here.
+            assert extras_installed.wait(timeout=5), "the extras waited for the core's build"
+        return build(client, request, **kw)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(docker_client, "build", core_waits_for_the_extras)
+        patch.setattr(wheels, "install", install_and_tell)
+        results = make_builder(client, matrix, tmp_path).build(group_of(matrix, "3.9.1", "3.13"))
+    assert [(r.image.id, r.error) for r in results] == [
+        ("core-3.9.1-py3.13", ""),
+        ("full-3.9.1-py3.13", ""),
+    ]
+    (full,) = daemon.built(FULL_DOCKERFILE)
+    assert installed(full, "extras") == ["docker==7.1.0"]
+
+
+def test_extras_that_need_other_versions_of_the_core_s_packages_are_resolved_in_the_core(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    download = daemon.download
+
+    def conflicting(client: FakeClient, request: wheels.PipRequest, **kw: Any) -> list[Path]:
+        if request.constraints:
+            raise BuildError("cannot resolve prefect[docker]==3.9.1: anyio 4.0.0 is pinned")
+        return download(client, request, **kw)
+
+    daemon.download = conflicting  # type: ignore[method-assign]
+    stream = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wheels, "download", conflicting)
+        results = make_builder(client, matrix, tmp_path, stream).build(
+            group_of(matrix, "3.9.1", "3.13")
+        )
+    assert all(r.ok for r in results), [r.error for r in results]
+    (core,) = daemon.built(CORE_DOCKERFILE)
+    (full,) = daemon.built(FULL_DOCKERFILE)
+    # The pinned attempt failed, so the extras were resolved as before: in the core image.
+    (in_core,) = [r for r in daemon.resolutions if r["base_image"] == core["tag"]]
+    assert (in_core["exclude"], in_core["constraints"]) == (("prefect",), ())
+    assert installed(full, "extras") == ["docker==7.1.0"]
+    assert "full-3.9.1-py3.13: resolving in the core image instead, as cannot resolve" in (
+        stream.getvalue()
+    )
+
+
 def test_an_image_gone_before_its_smoke_test_fails(
     matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
 ) -> None:
@@ -858,6 +923,9 @@ def test_a_nightly_installs_its_own_wheel_and_records_its_commit(
     assert core_res["base_image"] == "mirror.example/python:3.13-slim"
     assert full_res["requirements"] == (f"prefect[docker] @ file:///source/{wheel.name}",)
     (core,) = daemon.built(CORE_DOCKERFILE)
+    # No constraint pins a file URL's package: the extras are resolved in the core image.
+    assert (full_res["base_image"], full_res["constraints"]) == (core["tag"], ())
+    assert full_res["exclude"] == ("prefect",)
     assert core["labels"][labels.REVISION] == revision
     assert core["labels"][labels.UI] == labels.UI_SKIPPED
     assert [s["ui"] for s in daemon.smokes] == [smoke.UI_SKIP, smoke.UI_SKIP]
@@ -1345,30 +1413,25 @@ def test_a_platform_group_builds_on_the_base_pinned_for_its_platform(
     assert recorded is not None and recorded.base_id == arm.split("@")[1]
     assert cores[0]["tag"] != cores[1]["tag"]
     amd = f"python@{digest_of('python:3.13-slim linux/amd64')}"
-    # amd64 builds as before: pip in the image it builds on, for itself.
+    # amd64 builds as before: pip in the base it builds on, for itself (the extras with
+    # the core's packages pinned).
     assert [(r["base_image"], r["target"]) for r in daemon.resolutions[:2]] == [
         (amd, None),
-        (cores[0]["tag"], None),
+        (amd, None),
     ]
-    # arm64: natively, for what the arm64 base (then the arm64 core) says it is.
+    # arm64: natively, for what the arm64 base says it is, the extras as well: the arm64
+    # core is never probed (under QEMU each probe costs seconds).
     core_arm, full_arm = daemon.resolutions[2:]
     assert core_arm["base_image"] == full_arm["base_image"] == amd
+    assert core_arm["target"] == full_arm["target"]
     assert core_arm["target"].platform == "linux/arm64"
     assert core_arm["target"].foreign.markers["platform_machine"] == "aarch64"
     assert core_arm["target"].native.markers["platform_machine"] == "x86_64"
-    assert daemon.probes == [
-        (arm, "linux/arm64"),
-        (amd, "linux/amd64"),
-        (cores[1]["tag"], "linux/arm64"),
-    ]
-    assert [(i["image"], i["target"] is not None, i["staging"]) for i in daemon.installs] == [
-        (amd, False, "deps"),
-        (amd, False, "prefect"),
-        (cores[0]["tag"], False, "extras"),
-        (amd, True, "deps"),
-        (amd, True, "prefect"),
-        (amd, True, "extras"),
-    ]
+    assert daemon.probes == [(arm, "linux/arm64"), (amd, "linux/amd64")]
+    installs = [(i["image"], i["target"] is not None, i["staging"]) for i in daemon.installs]
+    # In order for each platform, but for the extras, installed meanwhile.
+    assert sorted(installs[:3]) == [(amd, False, s) for s in ("deps", "extras", "prefect")]
+    assert sorted(installs[3:]) == [(amd, True, s) for s in ("deps", "extras", "prefect")]
     # tini for arm64 comes from the amd64 image's apt, told to fetch arm64's; the arm64
     # core's build context carries that .deb, and its build runs no apt-get.
     assert [(f["image"], f["platform"]) for f in daemon.fetches] == [

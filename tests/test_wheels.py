@@ -340,6 +340,54 @@ def test_download_for_a_target_runs_the_wrapper_with_its_tags_markers_and_packag
     assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == ["docker-7-py3-none-any.whl"]
 
 
+def test_constraints_of_a_request_pin_the_resolution_and_join_a_target_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = {"install": [item("prefect", "3.9.1"), item("anyio", "4.0.0"), item("docker", "7")]}
+
+    def resolve(request: wheels.PipRequest, where: target.Target | None) -> tuple[Any, ...]:
+        pip = FakePip(report)
+        monkeypatch.setattr(docker_client, "run", pip)
+        found = wheels.download(
+            None,  # type: ignore[arg-type]
+            request,
+            base_image="python:3.13-slim",
+            dest=tmp_path / str(len(pip.calls)) / str(where is None) / "wheels",
+            index=IndexOptions(),
+            target=where,
+        )
+        command = pip.calls[0]["command"]
+        at = command.index("--constraint")
+        return (
+            [p.name for p in found],
+            command[at : at + 2],
+            pip.calls[0]["files"]["constraints.txt"],
+        )
+
+    # Natively: the parent's packages pinned by the request, and left out.
+    pinned = wheels.PipRequest(
+        requirements=("prefect[docker]==3.9.1",),
+        exclude=("anyio", "prefect"),
+        constraints=("anyio==4.0.0", "prefect==3.9.1"),
+    )
+    assert resolve(pinned, None) == (
+        ["docker-7-py3-none-any.whl"],
+        ["--constraint", "/wheels/constraints.txt"],
+        "anyio==4.0.0\nprefect==3.9.1\n",
+    )
+    # For a target, its own pins (what the foreign image has) follow the request's.
+    only_prefect = wheels.PipRequest(
+        requirements=("prefect[docker]==3.9.1",),
+        exclude=("prefect",),
+        constraints=("prefect==3.9.1",),
+    )
+    assert resolve(only_prefect, ARM64) == (
+        ["docker-7-py3-none-any.whl"],
+        ["--constraint", "/wheels/constraints.txt"],
+        "prefect==3.9.1\nanyio==4.0.0\n",
+    )
+
+
 def test_a_target_without_a_wheel_fails_naming_its_platform(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
