@@ -246,7 +246,8 @@ class Builder:
                     self._smokes.submit(self._check, group, image, local_id, built_at - charged)
                 )
             charged = 0.0
-        for image in group.images:  # not needed: the image was built before, say
+        # Extras resolved early for an image this daemon already held are not needed.
+        for image in group.images:
             self._early.pop((image.id, group.platform), None)
         return checks
 

@@ -311,21 +311,20 @@ class Publication:
             if uploads is not None:
                 uploads.submit(_subject(built), (built.image.id, built.platform), built.local_id)
 
-        def results(checks: list[Future[Built]]) -> list[Built]:
-            builts = [check.result() for check in checks]
-            if uploads is not None and not all(built.ok for built in builts):
+        def stop_if_failed(check: Future[Built]) -> None:
+            if uploads is not None and (check.exception() is not None or not check.result().ok):
                 uploads.stop()
-            return builts
 
         def lane(lane_groups: list[Group]) -> list[Built]:
             # A lane builds its next group while the last one's smoke tests run; a failed
             # test stops the uploads as soon as it is in.
-            with (
-                self.engines() as engine,
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="results") as waiting,
-            ):
-                handed = [waiting.submit(results, engine.start(g, stage)) for g in lane_groups]
-                return [built for group in handed for built in group.result()]
+            with self.engines() as engine:
+                checks = []
+                for group in lane_groups:
+                    for check in engine.start(group, stage):
+                        check.add_done_callback(stop_if_failed)
+                        checks.append(check)
+                return [check.result() for check in checks]
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
             futures = [pool.submit(lane, groups) for groups in _lanes(groups)]

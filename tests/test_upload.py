@@ -79,37 +79,60 @@ def test_a_failed_smoke_test_stops_the_uploads_and_releases_nothing(
 ) -> None:
     matrix = matrix_of()
     # One lane, groups in plan order: fail the test of the first image built.
-    first = FakeDaemon()
-    run(matrix, None, destination=None, daemon=first, jobs=1)
-    failing_group = first.groups[0]
+    groups = groups_built(matrix)
+    failing_group = groups[0]
     failing = failing_group.images[0].id
 
     # The next group is built once the failure has stopped the uploads.
-    stopped = threading.Event()
-    stop = Uploads.stop
-
-    def stop_and_tell(uploads: Uploads) -> None:
-        stop(uploads)
-        stopped.set()
+    stopped = stops_told(monkeypatch)
 
     def wait_for_the_failure(group: Group) -> None:
         if group != failing_group:
             assert stopped.wait(timeout=5), "the failure did not stop the uploads"
 
-    monkeypatch.setattr(Uploads, "stop", stop_and_tell)
     registry = FakeRegistry()
     daemon = FakeDaemon(fail_test={failing: "smoke test failed"})
     daemon.before_build = wait_for_the_failure
     outcomes, _, _ = run(matrix, registry, daemon=daemon, jobs=1)
 
     assert by_id(outcomes)[failing].status is Status.FAILED
-    assert len(daemon.groups) == len(first.groups), "every group is still built and tested"
+    assert len(daemon.groups) == len(groups), "every group is still built and tested"
     # Built before its test failed, the failing group's images may have been staged;
     # nothing built after the failure was uploaded, and nothing was tagged for release.
     assert daemon.pushed_images
     assert set(daemon.pushed_images) <= {image.id for image in failing_group.images}
     assert set(daemon.pushed_tags()) == {UPLOAD_TAG}
     assert release_tags(registry) == {}
+
+
+def test_a_failure_stops_the_uploads_while_earlier_tests_still_run(
+    matrix_of: Callable[..., Matrix], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix = matrix_of()
+    groups = groups_built(matrix)
+    # Two groups of one lane: the lane builds the later while the earlier is tested.
+    early = groups[0]
+    late = [g for g in groups if g.python == early.python][-1]
+    assert late != early
+    stopped = stops_told(monkeypatch)
+    held: list[bool] = []
+
+    def first_image_tested_slowly(built: Built) -> str:
+        # The first image's test ends only once the later group's failure has stopped the
+        # uploads: waiting for results in group order would hold the stop back 5 s. (One
+        # test held: the other of the two test threads tests the later group.)
+        if built.image == early.images[0]:
+            held.append(stopped.wait(timeout=5))
+        return ""
+
+    daemon = FakeDaemon(
+        fail_test={late.images[0].id: "smoke test failed"},
+        during_test=first_image_tested_slowly,
+    )
+    outcomes, _, _ = run(matrix, FakeRegistry(), daemon=daemon, jobs=1)
+
+    assert by_id(outcomes)[late.images[0].id].status is Status.FAILED
+    assert held == [True], "the uploads were stopped only after an earlier test ended"
 
 
 def test_a_failed_upload_writes_no_release_tag_and_the_rerun_completes(
@@ -127,3 +150,23 @@ def test_a_failed_upload_writes_no_release_tag_and_the_rerun_completes(
     outcomes, _, _ = run(matrix, registry, the_plan)
     assert {o.status for o in outcomes} == {Status.PUSHED}
     assert set(release_tags(registry)) == {t.name for i in the_plan.images for t in i.tags}
+
+
+def groups_built(matrix: Matrix) -> list[Group]:
+    """The groups of the matrix in the order one lane at a time builds them."""
+    daemon = FakeDaemon()
+    run(matrix, None, destination=None, daemon=daemon, jobs=1)
+    return daemon.groups
+
+
+def stops_told(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set once the uploads are stopped."""
+    stopped = threading.Event()
+    stop = Uploads.stop
+
+    def stop_and_tell(uploads: Uploads) -> None:
+        stop(uploads)
+        stopped.set()
+
+    monkeypatch.setattr(Uploads, "stop", stop_and_tell)
+    return stopped
