@@ -450,7 +450,7 @@ class Builder:
         and the extras are resolved in the core image after all (_extras_context)."""
         if self.settings.nightly is not None:
             return  # a nightly's package is a file URL, which no constraint can pin
-        pins = tuple(f"{_name(w)}=={parse_wheel_filename(w.name)[1]}" for w in core)
+        pins = tuple(_pin(wheel) for wheel in core)
         for image in group.images:
             if image.extras:
                 self._early[(image.id, group.platform)] = self._extras.submit(
@@ -668,17 +668,20 @@ class Builder:
 def _wheel_dir(folder: Path, files: list[Path]) -> Path:
     """Wheels plus a requirements file pinning exactly them, for a --no-deps install."""
     folder.mkdir(parents=True, exist_ok=True)
-    pins = []
-    for wheel in sorted(files):
-        shutil.copy2(wheel, folder / wheel.name)
-        name, version, _, _ = parse_wheel_filename(wheel.name)
-        pins.append(f"{name}=={version}\n")
-    (folder / "requirements.txt").write_text("".join(pins))
+    for wheel in files:
+        installs.link_or_copy(wheel, folder / wheel.name)
+    (folder / "requirements.txt").write_text("".join(f"{_pin(w)}\n" for w in sorted(files)))
     return folder
 
 
 def _name(wheel: Path) -> str:
     return str(parse_wheel_filename(wheel.name)[0])
+
+
+def _pin(wheel: Path) -> str:
+    """ "name==version" of a wheel, exactly what it installs."""
+    name, version, _, _ = parse_wheel_filename(wheel.name)
+    return f"{name}=={version}"
 
 
 def _pinned(constraints: Iterable[str]) -> list[str]:

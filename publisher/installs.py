@@ -160,10 +160,16 @@ def _link_into(tree: Path, dest: Path) -> None:
             if source.is_symlink():
                 os.symlink(os.readlink(source), target)
                 continue
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copy2(source, target)
+            link_or_copy(source, target)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source``, or a copy where a link cannot be (another
+    file system)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _fix_directory_times(dest: Path) -> None:

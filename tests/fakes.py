@@ -223,8 +223,7 @@ class FakeEngine:
         for built in self.build(group):
             if built.ok and on_built is not None:
                 on_built(built)
-            error = daemon.fail_test.get(built.image.id)
-            error = error or daemon.fail_test.get(f"{built.image.id}@{built.platform}")
+            error = _failure(daemon.fail_test, built.image, built.platform)
             result = replace(built, local_id="", error=error) if error else built
             if built.ok and daemon.during_test is not None:
                 found.append(self._tests.submit(self._test, built, result))
@@ -251,7 +250,7 @@ class FakeEngine:
         for image in group.images:
             with daemon._lock:
                 daemon.calls.append(("build", image.id))
-            error = daemon.fail.get(image.id) or daemon.fail.get(f"{image.id}@{platform}")
+            error = _failure(daemon.fail, image, platform)
             if error:
                 results.append(Built(image=image, platform=platform, error=error))
                 continue
@@ -300,3 +299,8 @@ def done(built: Built) -> Future[Built]:
     future: Future[Built] = Future()
     future.set_result(built)
     return future
+
+
+def _failure(table: dict[str, str], image: Image, platform: str) -> str:
+    """The error ``table`` gives an image, by its id or "ID@PLATFORM"."""
+    return table.get(image.id) or table.get(f"{image.id}@{platform}") or ""
