@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import urllib.parse
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ def download(
 
     First ``pip install --dry-run --report`` says what pip would add to the base image
     (packages the base already satisfies are left out, so an image never carries a second
-    copy of them); then exactly those pins are fetched as wheels.
+    copy of them); then exactly those files are fetched, by the URL and hash pip resolved
+    (``_FETCH``), and whatever that cannot fetch is fetched by pin with ``pip wheel``.
 
     With a ``target``, ``base_image`` is the native image of the foreign one the target
     describes, and its pip resolves as the foreign one's would (target.py): with the
@@ -132,15 +134,13 @@ def download(
         options += ["--only-binary", ":all:"]
         scratch.append(_write_target(dest, target))
 
-    def pip(*args: str) -> tuple[int, str]:
+    def run(command: list[str], *, image: str) -> tuple[int, str]:
         return docker_client.run(
-            client,
-            base_image,
-            [*_pip_command(target), *args, *options, *index.pip_args()],
-            env=env,
-            volumes=mounts,
-            user=f"{os.getuid()}:{os.getgid()}",
+            client, image, command, env=env, volumes=mounts, user=f"{os.getuid()}:{os.getgid()}"
         )
+
+    def pip(*args: str) -> tuple[int, str]:
+        return run([*_pip_command(target), *args, *options, *index.pip_args()], image=base_image)
 
     what = " ".join(requirements)
     try:
@@ -154,10 +154,14 @@ def download(
         elif code != 0:
             raise BuildError(f"cannot resolve {what} {where}: {_pip_reason(output)}")
         else:
-            pins = _pins(json.loads(scratch[0].read_text()), exclude)
-            if not pins:
+            wanted = _wanted(json.loads(scratch[0].read_text()), exclude)
+            if not wanted:
                 return []
-            fetch += ["--no-deps", *pins]
+            scratch += [dest / _FETCH_LIST, dest / _FETCH_LEFT]
+            left = _fetch(lambda *args: run([*args], image=base_image), dest, wanted)
+            if not left:
+                return sorted(dest.glob("*.whl"))
+            fetch += ["--no-deps", *left]
         code, output = pip(*fetch)
         if code != 0:
             raise BuildError(f"cannot fetch wheels for {what} {where}: {_pip_reason(output)}")
@@ -238,20 +242,108 @@ def _write_target(folder: Path, target: Target | None) -> Path:
     return path
 
 
-def _pins(report: dict[str, Any], exclude: Sequence[str] = ()) -> list[str]:
-    """Exact requirements for what a pip installation report says it would install."""
-    pins = []
+@dataclass(frozen=True)
+class Wanted:
+    """One file a pip installation report says pip would install, and how to ask for it."""
+
+    pin: str  # for pip: name==version, or name @ URL for a locally built wheel
+    url: str  # where the resolution found it ("" when the report does not say)
+    sha256: str  # its hash, when the index gave one ("" otherwise)
+
+
+def _wanted(report: dict[str, Any], exclude: Sequence[str] = ()) -> list[Wanted]:
+    """What a pip installation report says it would install, but ``exclude``."""
+    wanted = []
     skip = {canonicalize_name(name) for name in exclude}
     for item in report.get("install", []):
         name, version = item["metadata"]["name"], item["metadata"]["version"]
         if canonicalize_name(name) in skip:
             continue
-        url = str(item.get("download_info", {}).get("url", ""))
+        info = item.get("download_info", {})
+        url = str(info.get("url", ""))
         # A locally built wheel (a nightly) is named by its file, not looked up by version.
-        pins.append(
-            f"{name} @ {url}" if url.startswith("file:///source/") else f"{name}=={version}"
-        )
-    return pins
+        pin = f"{name} @ {url}" if url.startswith("file:///source/") else f"{name}=={version}"
+        sha256 = str(info.get("archive_info", {}).get("hashes", {}).get("sha256", ""))
+        wanted.append(Wanted(pin=pin, url=url, sha256=sha256))
+    return wanted
+
+
+def _pins(report: dict[str, Any], exclude: Sequence[str] = ()) -> list[str]:
+    """Exact requirements for what a pip installation report says it would install."""
+    return [entry.pin for entry in _wanted(report, exclude)]
+
+
+# Fetches the files a dry run resolved, by the URLs and hashes in its report, with the
+# image's Python and its standard library only. pip's own second pass (`pip wheel
+# --no-deps` of the pins) asks the index for every project's page again and, from an index
+# that sends no caching headers (pypiserver), downloads every file again: 3.6-5.3 core-s
+# for prefect's ~100 wheels against 0.9 for this (docs/benchmarks.md). The first file it
+# cannot fetch (an index that wants the credential pip had, a proxy or certificate only
+# pip is told of, a wrong hash) ends it; pip then fetches that one and the rest by pin.
+_FETCH = r"""
+import hashlib, json, os, sys, urllib.parse, urllib.request
+listing, left_file = sys.argv[1], sys.argv[2]
+folder = os.path.dirname(listing)
+with open(listing) as file:
+    wanted = json.load(file)
+left, failed = [], False
+for entry in wanted:
+    if failed or not entry["file"]:
+        left.append(entry["pin"])
+        continue
+    path = os.path.join(folder, entry["file"])
+    try:
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(entry["url"], timeout=30) as response:
+            with open(path, "wb") as out:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+        if entry["sha256"] and digest.hexdigest() != entry["sha256"]:
+            raise ValueError("sha256 %s, not %s" % (digest.hexdigest(), entry["sha256"]))
+    except Exception as exc:
+        print("left to pip: %s: %s" % (entry["pin"], exc), file=sys.stderr)
+        if os.path.exists(path):
+            os.unlink(path)
+        left.append(entry["pin"])
+        failed = True
+with open(left_file, "w") as file:
+    json.dump(left, file)
+"""
+_FETCH_LIST, _FETCH_LEFT = "fetch.json", "left.json"
+
+
+def _fetch(run: Callable[..., tuple[int, str]], dest: Path, wanted: Sequence[Wanted]) -> list[str]:
+    """Fetch ``wanted`` into ``dest`` with ``_FETCH`` run by ``run(*command)`` in a container
+    that has ``dest`` as /wheels; the pins it left for pip."""
+    listing = [
+        {"pin": entry.pin, "url": entry.url, "sha256": entry.sha256, "file": _wheel_file(entry.url)}
+        for entry in wanted
+    ]
+    if not any(entry["file"] for entry in listing):
+        return [entry.pin for entry in wanted]
+    (dest / _FETCH_LIST).write_text(json.dumps(listing))
+    code, _ = run("python", "-c", _FETCH, f"/wheels/{_FETCH_LIST}", f"/wheels/{_FETCH_LEFT}")
+    left_file = dest / _FETCH_LEFT
+    if code != 0 or not left_file.is_file():
+        # Whatever went wrong (an image without `python`), pip can still do all of it.
+        for entry in listing:
+            if entry["file"]:
+                (dest / entry["file"]).unlink(missing_ok=True)
+        return [entry.pin for entry in wanted]
+    return [str(pin) for pin in json.loads(left_file.read_text())]
+
+
+def _wheel_file(url: str) -> str:
+    """The file name a wheel's URL gives it, or "" when the URL is not a wheel's that the
+    standard library can fetch (an sdist is built into a wheel by pip)."""
+    parsed = urllib.parse.urlsplit(url)
+    name = urllib.parse.unquote(parsed.path.rsplit("/", 1)[-1])
+    if parsed.scheme not in ("http", "https", "file") or not name.endswith(".whl"):
+        return ""
+    if "/" in name or name.startswith("."):
+        return ""
+    return name
 
 
 def revision_of(wheels: Sequence[Path], project: str = "prefect") -> str | None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import json
 import os
+import subprocess
+import sys
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +23,12 @@ from publisher.wheels import IndexOptions, _pins, _pip_reason, redact, revision_
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
-def item(name: str, version: str, url: str = "") -> dict[str, Any]:
+def item(name: str, version: str, url: str = "", sha256: str = "") -> dict[str, Any]:
     found: dict[str, Any] = {"metadata": {"name": name, "version": version}}
     if url:
         found["download_info"] = {"url": url}
+    if sha256:
+        found["download_info"]["archive_info"] = {"hashes": {"sha256": sha256}}
     return found
 
 
@@ -134,11 +142,23 @@ class FakePip:
         self.install = install
         self.fetch: tuple[int, str] = (0, "")
         self.calls: list[dict[str, Any]] = []
+        self.fetches = 0  # runs of the fetch script
+        self.no_python = False  # an image without `python`
 
     def __call__(self, client: Any, image: str, command: list[str], **kw: Any) -> tuple[int, str]:
         host = next(h for h, m in kw["volumes"].items() if m["bind"] == "/wheels")
         files = {p.name: p.read_text() for p in Path(host).glob("*.*") if p.suffix != ".whl"}
         self.calls.append({"image": image, "command": command, "files": files, **kw})
+        if command[:3] == ["python", "-c", wheels._FETCH]:
+            # The fetch script is the real one, run by this Python with /wheels on ``host``.
+            self.fetches += 1
+            if self.no_python:
+                return 127, 'exec: "python": executable file not found in $PATH'
+            args = [arg.replace("/wheels", host) for arg in command[3:]]
+            done = subprocess.run(
+                [sys.executable, "-c", command[2], *args], capture_output=True, text=True
+            )
+            return done.returncode, done.stdout + done.stderr
         # pip, or pip through the wrapper (python -c WRAPPER TARGET.json ...)
         command = command[3:] if command[0] == "python" else command
         if command[1] == "install":
@@ -285,6 +305,107 @@ def test_download_failures_say_why_without_credentials(
     monkeypatch.setattr(docker_client, "run", fetching)
     with pytest.raises(BuildError, match=r"cannot fetch wheels for prefect==3\.9\.1 with python"):
         download(tmp_path)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder of wheels served over HTTP, and its URL."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, directory=str(folder), **kw)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def served(folder: Path, url: str, name: str, version: str) -> dict[str, Any]:
+    """A report item for a wheel put in the served ``folder``, with its URL and hash."""
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    wheel.write_bytes(f"{name} {version} content".encode())
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    return item(name, version, f"{url}/{wheel.name}", digest)
+
+
+def test_download_fetches_what_was_resolved_by_its_url_and_hash_without_pip(
+    tmp_path: Path, files: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, url = files
+    report = {
+        "install": [served(folder, url, "prefect", "3.9.1"), served(folder, url, "anyio", "4.0.0")]
+    }
+    pip = FakePip(report)
+    monkeypatch.setattr(docker_client, "run", pip)
+
+    found = download(tmp_path)
+
+    assert [p.name for p in found] == [
+        "anyio-4.0.0-py3-none-any.whl",
+        "prefect-3.9.1-py3-none-any.whl",
+    ]
+    assert [p.read_bytes() for p in found] == [b"anyio 4.0.0 content", b"prefect 3.9.1 content"]
+    resolve, fetch = pip.calls
+    assert fetch["command"][:3] == ["python", "-c", wheels._FETCH]
+    # The same container as pip's: the base image, its user, /wheels and the index's env.
+    assert fetch["image"] == resolve["image"] == "python:3.13-slim"
+    assert fetch["volumes"] == resolve["volumes"] and fetch["user"] == resolve["user"]
+    assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == [p.name for p in found]
+
+
+def test_download_leaves_to_pip_what_the_fetch_could_not_fetch(
+    tmp_path: Path, files: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, url = files
+    good = served(folder, url, "anyio", "4.0.0")
+    tampered = served(folder, url, "prefect", "3.9.1")
+    (folder / "prefect-3.9.1-py3-none-any.whl").write_bytes(b"not what was resolved")
+    after = served(folder, url, "sniffio", "1.3.1")
+    sdist = item("docker", "7.1.0", f"{url}/docker-7.1.0.tar.gz")
+    pip = FakePip({"install": [good, sdist, tampered, after]})
+    monkeypatch.setattr(docker_client, "run", pip)
+
+    found = download(tmp_path)
+
+    # pip is asked for the sdist, the file whose hash differs and all after it, by pin.
+    assert pip.calls[-1]["command"][:9] == [
+        "pip", "wheel", "--wheel-dir", "/wheels", "--no-deps",
+        "docker==7.1.0", "prefect==3.9.1", "sniffio==1.3.1", "--index-url",
+    ]  # fmt: skip
+    by_name = {p.name: p.read_bytes() for p in found}
+    assert by_name["anyio-4.0.0-py3-none-any.whl"] == b"anyio 4.0.0 content"
+    # Written by (fake) pip, not the tampered file the fetch refused.
+    assert by_name["prefect-3.9.1-py3-none-any.whl"] == b""
+    assert not {"fetch.json", "left.json"} & {p.name for p in (tmp_path / "wheels").iterdir()}
+
+
+def test_download_without_urls_or_python_fetches_with_pip(
+    tmp_path: Path, files: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, url = files
+    pip = FakePip({"install": [item("anyio", "4.0.0"), item("docker", "7.1.0", f"{url}/d.tar.gz")]})
+    monkeypatch.setattr(docker_client, "run", pip)
+    download(tmp_path)
+    assert pip.fetches == 0
+    assert pip.calls[-1]["command"][5:7] == ["anyio==4.0.0", "docker==7.1.0"]
+
+    pip = FakePip({"install": [served(folder, url, "anyio", "4.0.0")]})
+    pip.no_python = True
+    monkeypatch.setattr(docker_client, "run", pip)
+    found = download(tmp_path / "second")
+    assert pip.fetches == 1
+    assert pip.calls[-1]["command"][4:6] == ["--no-deps", "anyio==4.0.0"]
+    assert [p.read_bytes() for p in found] == [b""]  # pip's
 
 
 # -- for a foreign platform, with a native pip -------------------------------------------------
