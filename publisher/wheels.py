@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import urllib.parse
 import zipfile
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from packaging.utils import canonicalize_name
 
 from . import cache, docker_client
 from .errors import BuildError
+from .installs import link_or_copy
 from .target import PIP_WRAPPER, Target, constraints
 
 # A credential in a URL ("https://user:secret@host/") is never echoed back to the user.
@@ -40,6 +42,8 @@ _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _SHA = re.compile(r"\b[0-9a-f]{40}\b")
 _PIP_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST")
 CACHE = cache.folder("pip")
+# Wheels fetched by the URL and hash a resolution gave (``_fetch``), by their sha256.
+STORE = cache.folder("wheels")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,24 +318,56 @@ _FETCH_LIST, _FETCH_LEFT = "fetch.json", "left.json"
 
 
 def _fetch(run: Callable[..., tuple[int, str]], dest: Path, wanted: Sequence[Wanted]) -> list[str]:
-    """Fetch ``wanted`` into ``dest`` with ``_FETCH`` run by ``run(*command)`` in a container
-    that has ``dest`` as /wheels; the pins it left for pip."""
-    listing = [
-        {"pin": entry.pin, "url": entry.url, "sha256": entry.sha256, "file": _wheel_file(entry.url)}
-        for entry in wanted
-    ]
-    if not any(entry["file"] for entry in listing):
-        return [entry.pin for entry in wanted]
+    """Fetch ``wanted`` into ``dest``: from ``STORE`` what an earlier resolution fetched with
+    the same hash, the rest with ``_FETCH`` run by ``run(*command)`` in a container that has
+    ``dest`` as /wheels. The pins left for pip."""
+    listing = []
+    for entry in wanted:
+        file = _wheel_file(entry.url)
+        if file and entry.sha256 and _from_store(entry.sha256, dest / file):
+            continue
+        listing.append({"pin": entry.pin, "url": entry.url, "sha256": entry.sha256, "file": file})
+    if not any(item["file"] for item in listing):
+        return [item["pin"] for item in listing]
     (dest / _FETCH_LIST).write_text(json.dumps(listing))
     code, _ = run("python", "-c", _FETCH, f"/wheels/{_FETCH_LIST}", f"/wheels/{_FETCH_LEFT}")
     left_file = dest / _FETCH_LEFT
     if code != 0 or not left_file.is_file():
         # Whatever went wrong (an image without `python`), pip can still do all of it.
-        for entry in listing:
-            if entry["file"]:
-                (dest / entry["file"]).unlink(missing_ok=True)
-        return [entry.pin for entry in wanted]
-    return [str(pin) for pin in json.loads(left_file.read_text())]
+        for item in listing:
+            if item["file"]:
+                (dest / item["file"]).unlink(missing_ok=True)
+        return [item["pin"] for item in listing]
+    left = [str(pin) for pin in json.loads(left_file.read_text())]
+    for item in listing:
+        if item["file"] and item["sha256"] and item["pin"] not in left:
+            _to_store(dest / item["file"], item["sha256"])
+    return left
+
+
+def _from_store(sha256: str, target: Path) -> bool:
+    """Put the stored file of this hash at ``target``; False when there is none."""
+    stored = STORE / sha256
+    if not stored.is_file():
+        return False
+    link_or_copy(stored, target)
+    return True
+
+
+def _to_store(path: Path, sha256: str) -> None:
+    """Keep a file whose hash the fetch checked, for every later resolution (whole or not at
+    all: a reader meanwhile, or a run killed halfway, never sees part of one)."""
+    stored = STORE / sha256
+    if stored.exists():
+        return
+    scratch = STORE / f".{sha256}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        STORE.mkdir(parents=True, exist_ok=True)
+        link_or_copy(path, scratch)
+        scratch.replace(stored)
+    except OSError:
+        # Only not kept: that costs a later resolution a download, and must not fail this one.
+        scratch.unlink(missing_ok=True)
 
 
 def _wheel_file(url: str) -> str:

@@ -183,6 +183,7 @@ class FakePip:
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setattr(wheels, "CACHE", folder)
+    monkeypatch.setattr(wheels, "STORE", tmp_path / "store")
     for key in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST"):
         monkeypatch.delenv(key, raising=False)
     return folder
@@ -361,6 +362,32 @@ def test_download_fetches_what_was_resolved_by_its_url_and_hash_without_pip(
     assert fetch["image"] == resolve["image"] == "python:3.13-slim"
     assert fetch["volumes"] == resolve["volumes"] and fetch["user"] == resolve["user"]
     assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == [p.name for p in found]
+
+
+def test_a_fetched_wheel_is_kept_by_its_hash_for_later_resolutions(
+    tmp_path: Path, files: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, url = files
+    hashed = served(folder, url, "anyio", "4.0.0")
+    unhashed = served(folder, url, "sniffio", "1.3.1")
+    del unhashed["download_info"]["archive_info"]
+    pip = FakePip({"install": [hashed, unhashed]})
+    monkeypatch.setattr(docker_client, "run", pip)
+    download(tmp_path / "first")
+    assert pip.fetches == 1
+
+    (folder / "anyio-4.0.0-py3-none-any.whl").unlink()  # the index cannot answer it now
+    found = download(tmp_path / "second")
+
+    # Only the wheel without a hash is fetched again; the other comes from the store.
+    assert pip.fetches == 2
+    listing = json.loads(pip.calls[-1]["files"]["fetch.json"])
+    assert [entry["pin"] for entry in listing] == ["sniffio==1.3.1"]
+    stored = tmp_path / "store" / hashed["download_info"]["archive_info"]["hashes"]["sha256"]
+    anyio = tmp_path / "second" / "wheels" / "anyio-4.0.0-py3-none-any.whl"
+    assert anyio in found and anyio.read_bytes() == b"anyio 4.0.0 content"
+    assert anyio.stat().st_ino == stored.stat().st_ino  # linked, not copied
+    assert [p.name for p in (tmp_path / "store").iterdir()] == [stored.name]
 
 
 def test_download_leaves_to_pip_what_the_fetch_could_not_fetch(

@@ -123,9 +123,10 @@ def measured(
     """Run one method on an emptied builder: its seconds, what the registry's storage grew
     by, and the builds it reported."""
     fresh_builder(client, keep)
-    # The publisher's own caches go too (pip's, the fetched .debs, the probed interpreters,
-    # the smoke reports), as the careful loop's pip cache mount goes with the builder's cache.
-    for cache in (wheels.CACHE, debs.CACHE, target.CACHE, smoke.CACHE):
+    # The publisher's own caches go too (pip's, the fetched wheels and .debs, the probed
+    # interpreters, the smoke reports), as the careful loop's pip cache mount goes with the
+    # builder's cache.
+    for cache in (wheels.CACHE, wheels.STORE, debs.CACHE, target.CACHE, smoke.CACHE):
         shutil.rmtree(cache, ignore_errors=True)
     before = stored_bytes(storage)
     started = time.monotonic()
