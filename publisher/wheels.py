@@ -280,7 +280,7 @@ def _pins(report: dict[str, Any], exclude: Sequence[str] = ()) -> list[str]:
 # Fetches the files a dry run resolved, by the URLs and hashes in its report, with the
 # image's Python and its standard library only. pip's own second pass (`pip wheel
 # --no-deps` of the pins) asks the index for every project's page again and, from an index
-# that sends no caching headers (pypiserver), downloads every file again: 3.6-5.3 core-s
+# that sends no caching headers (pypiserver), downloads every file again: 3.2-5.3 core-s
 # for prefect's ~100 wheels against 0.9 for this (docs/benchmarks.md). The first file it
 # cannot fetch (an index that wants the credential pip had, a proxy or certificate only
 # pip is told of, a wrong hash) ends it; pip then fetches that one and the rest by pin.
