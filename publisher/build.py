@@ -445,20 +445,20 @@ class Builder:
     def _start_extras(self, group: Group, pip: _Pip, core: list[Path]) -> None:
         """Resolve and install the extras of the group's images while the core installs
         and builds, instead of after: the core's own packages held at the versions it
-        resolved (constraints), and left out. The same packages as resolving in the built
-        core, unless an extra needs another version of one of them: that resolution fails
+        resolved (constraints), shown to pip as installed (their metadata read from the
+        core's wheels, where pip would download each again to read it) and left out. The
+        same packages as resolving in the built core, unless an extra needs another version of one of them: that resolution fails
         and the extras are resolved in the core image after all (_extras_context)."""
         if self.settings.nightly is not None:
             return  # a nightly's package is a file URL, which no constraint can pin
-        pins = tuple(_pin(wheel) for wheel in core)
         for image in group.images:
             if image.extras:
                 self._early[(image.id, group.platform)] = self._extras.submit(
-                    self._early_extras, group, image, pip, pins
+                    self._early_extras, group, image, pip, tuple(core)
                 )
 
     def _early_extras(
-        self, group: Group, image: Image, pip: _Pip, pins: tuple[str, ...]
+        self, group: Group, image: Image, pip: _Pip, core: tuple[Path, ...]
     ) -> tuple[list[Path], Path]:
         subject = _subject(group, image)
         work = self.workdir / "extras" / f"{image.id}-{group.platform.replace('/', '-')}"
@@ -470,7 +470,8 @@ class Builder:
             pip,
             image.extras,
             work / "wheels",
-            constraints=pins,
+            constraints=tuple(_pin(wheel) for wheel in core),
+            installed=core,
         )
         self._install(subject, pip, "extras", found, work)
         return found, work / "context" / "extras"
@@ -517,6 +518,7 @@ class Builder:
         dest: Path,
         *,
         constraints: tuple[str, ...] = (),
+        installed: tuple[Path, ...] = (),
     ) -> list[Path]:
         name = f"{package}[{','.join(extras)}]" if extras else package
         nightly = self.settings.nightly
@@ -536,6 +538,7 @@ class Builder:
                 # out all the same.
                 exclude=tuple(_pinned(constraints)) or ((package,) if extras else ()),
                 constraints=constraints,
+                installed=installed,
             ),
             base_image=pip.image,
             dest=dest,

@@ -18,9 +18,11 @@ took over 20 minutes.
 
 from __future__ import annotations
 
+import email.parser
 import json
 import os
 import re
+import shutil
 import threading
 import urllib.parse
 import zipfile
@@ -78,12 +80,16 @@ class PipRequest:
     ``prefect @ file:///source/NAME``. Projects named in ``exclude`` are left out (the
     parent image already has them). ``constraints`` ("name==version") hold projects at the
     versions a parent image will have, when the resolution runs before that image exists.
+    ``installed`` are wheels the parent image will have installed: pip is shown them as
+    installed (``_as_installed``), so it reads their metadata from disk instead of
+    downloading every one of them from the index again to read it there.
     """
 
     requirements: tuple[str, ...]
     local_wheel: Path | None = None
     exclude: tuple[str, ...] = ()
     constraints: tuple[str, ...] = ()
+    installed: tuple[Path, ...] = ()
 
 
 def download(
@@ -138,18 +144,34 @@ def download(
         options += ["--only-binary", ":all:"]
         scratch.append(_write_target(dest, target))
 
-    def run(command: list[str], *, image: str) -> tuple[int, str]:
+    def run(
+        command: list[str], *, image: str, more: dict[str, str] | None = None
+    ) -> tuple[int, str]:
         return docker_client.run(
-            client, image, command, env=env, volumes=mounts, user=f"{os.getuid()}:{os.getgid()}"
+            client,
+            image,
+            command,
+            env={**env, **(more or {})},
+            volumes=mounts,
+            user=f"{os.getuid()}:{os.getgid()}",
         )
 
-    def pip(*args: str) -> tuple[int, str]:
-        return run([*_pip_command(target), *args, *options, *index.pip_args()], image=base_image)
+    def pip(*args: str, more: dict[str, str] | None = None) -> tuple[int, str]:
+        command = [*_pip_command(target), *args, *options, *index.pip_args()]
+        return run(command, image=base_image, more=more)
 
     what = " ".join(requirements)
+    installed = dest / "installed"
     try:
+        more = {}
+        if request.installed:
+            _as_installed(request.installed, installed)
+            # pip looks for installed packages on sys.path.
+            more["PYTHONPATH"] = "/wheels/installed"
         code, output = pip(
-            "install", "--dry-run", "--quiet", "--report", "/wheels/report.json", *requirements
+            "install",
+            *("--dry-run", "--quiet", "--report", "/wheels/report.json", *requirements),
+            more=more,
         )
         fetch = ["wheel", "--wheel-dir", "/wheels"]
         if code != 0 and "--report" in output and "no such option" in output:
@@ -172,7 +194,50 @@ def download(
     finally:
         for path in scratch:
             path.unlink(missing_ok=True)
+        shutil.rmtree(installed, ignore_errors=True)
     return sorted(dest.glob("*.whl"))
+
+
+# What pip's resolver reads of an installed distribution. pip 23.0 (python:3.11-slim's)
+# with its importlib metadata backend parses an installed METADATA file again at every
+# lookup, some 140 times per distribution in one resolution: with the long descriptions
+# in, a resolution against a core's ~100 installed packages took 7-10 s, as long as one
+# that downloads them all, and 4.6 s without (pip 25: 1.1-1.3 s either way).
+_INSTALLED_FIELDS = (
+    "Metadata-Version",
+    "Name",
+    "Version",
+    "Requires-Python",
+    "Requires-Dist",
+    "Provides-Extra",
+)
+
+
+def _as_installed(wheels: Sequence[Path], folder: Path) -> None:
+    """Lay out the wheels' distributions in ``folder`` as pip finds installed ones on
+    sys.path (NAME-VERSION.dist-info/METADATA), with only the metadata its resolver reads.
+    A wheel without metadata is left out: pip then fetches it from the index."""
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            name = next(
+                (
+                    inner
+                    for inner in archive.namelist()
+                    if inner.count("/") == 1 and inner.endswith(".dist-info/METADATA")
+                ),
+                None,
+            )
+            if name is None:
+                continue
+            message = email.parser.BytesHeaderParser().parsebytes(archive.read(name))
+        lines = [
+            f"{field}: {' '.join(str(value).split())}"
+            for field in _INSTALLED_FIELDS
+            for value in message.get_all(field, [])
+        ]
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
 
 
 def install(

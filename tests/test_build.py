@@ -400,9 +400,15 @@ def test_a_group_of_another_package_installs_that_package(
     assert core_res["requirements"] == ("prefect-client==3.9.1",)
     assert extras_res["requirements"] == ("prefect-client[otel]==3.9.1",)
     # Resolved with the base's pip while the core builds, the core's packages pinned at
-    # the versions it has and left out.
+    # the versions it has, shown to pip as installed from the core's own wheels, and left
+    # out.
     assert extras_res["base_image"] == core_res["base_image"]
     assert extras_res["constraints"] == ("anyio==4.0.0", "prefect-client==3.9.1")
+    assert [path.name for path in extras_res["installed"]] == [
+        "anyio-4.0.0-py3-none-any.whl",
+        "prefect_client-3.9.1-py3-none-any.whl",
+    ]
+    assert all(path.is_file() for path in extras_res["installed"])
     assert extras_res["exclude"] == ("anyio", "prefect-client")
     (core,) = daemon.built(CORE_DOCKERFILE)
     # The package's wheel in its own layer, as prefect's is; not taken for a dependency.

@@ -626,3 +626,111 @@ def test_install_failures_say_for_which_platform(
     with pytest.raises(BuildError) as caught:
         wheels.install(None, image="n", wheels=folder, dest=tmp_path / "d", target=ARM64)  # type: ignore[arg-type]
     assert str(caught.value) == "cannot install d for linux/arm64 with n: disk full"
+
+
+# -- a parent's packages shown to pip as installed -------------------------------------------
+
+
+def dist(folder: Path, name: str, version: str, *requires: str) -> Path:
+    """A wheel whose METADATA is as a build backend writes it, description included."""
+    metadata = "".join(
+        [
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+            "Summary: a test package\nClassifier: Programming Language :: Python :: 3\n",
+            *(f"Requires-Dist: {requirement}\n" for requirement in requires),
+            "Requires-Python: >=3.8\nProvides-Extra: fast\n",
+            "Description-Content-Type: text/markdown\n\n# A long description\n\nName: no\n",
+        ]
+    )
+    return wheel(
+        folder,
+        f"{name}-{version}-py3-none-any.whl",
+        {
+            f"{name}/__init__.py": "",
+            f"{name}-{version}.dist-info/METADATA": metadata,
+            f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nTag: py3-none-any\n",
+        },
+    )
+
+
+def test_as_installed_keeps_the_metadata_pip_resolves_with_and_drops_the_rest(
+    tmp_path: Path,
+) -> None:
+    made = dist(tmp_path, "alpha", "1.0", 'beta>=2; extra == "fast"', "gamma<3")
+    no_metadata = wheel(tmp_path, "broken-1.0-py3-none-any.whl", {"broken/__init__.py": ""})
+    wheels._as_installed([made, no_metadata], tmp_path / "installed")
+    (written,) = (tmp_path / "installed").iterdir()
+    assert written.name == "alpha-1.0.dist-info"
+    assert [p.name for p in written.iterdir()] == ["METADATA"]
+    assert (written / "METADATA").read_text() == (
+        "Metadata-Version: 2.1\nName: alpha\nVersion: 1.0\nRequires-Python: >=3.8\n"
+        'Requires-Dist: beta>=2; extra == "fast"\nRequires-Dist: gamma<3\n'
+        "Provides-Extra: fast\n"
+    )
+
+
+def test_real_pip_resolves_against_what_as_installed_shows_without_fetching_it(
+    tmp_path: Path,
+) -> None:
+    # Only the extra is on the "index"; the parent's package is shown as installed.
+    index = tmp_path / "index"
+    index.mkdir()
+    parent = dist(tmp_path, "alpha", "1.0")
+    dist(index, "beta", "2.0", "alpha>=1")
+    wheels._as_installed([parent], tmp_path / "installed")
+
+    def resolve(**env: str) -> subprocess.CompletedProcess[str]:
+        report = tmp_path / "report.json"
+        report.unlink(missing_ok=True)
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-index"),
+                *("--find-links", str(index), "--report", str(report), "beta==2.0"),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", **env},
+        )
+
+    shown = resolve(PYTHONPATH=str(tmp_path / "installed"))
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [i["metadata"]["name"] for i in report["install"]] == ["beta"]
+    # Without it, the parent's package would have to come from the index.
+    assert resolve().returncode != 0
+
+
+def test_download_shows_the_parent_s_wheels_as_installed_to_the_dry_run_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent = dist(tmp_path, "anyio", "4.0.0")
+    pip = FakePip({"install": [item("docker", "7")]})
+    seen: list[tuple[str | None, list[str]]] = []
+
+    def run(client: Any, image: str, command: list[str], **kw: Any) -> tuple[int, str]:
+        host = Path(next(h for h, m in kw["volumes"].items() if m["bind"] == "/wheels"))
+        shown = sorted(str(p.relative_to(host / "installed")) for p in host.glob("installed/**/*"))
+        seen.append((kw["env"].get("PYTHONPATH"), shown))
+        return pip(client, image, command, **kw)
+
+    monkeypatch.setattr(docker_client, "run", run)
+    dest = tmp_path / "wheels"
+    found = wheels.download(
+        None,  # type: ignore[arg-type]
+        wheels.PipRequest(
+            requirements=("prefect[docker]==3.9.1",),
+            exclude=("anyio",),
+            constraints=("anyio==4.0.0",),
+            installed=(parent,),
+        ),
+        base_image="python:3.13-slim",
+        dest=dest,
+        index=IndexOptions(),
+    )
+    assert [p.name for p in found] == ["docker-7-py3-none-any.whl"]
+    shown = ["anyio-4.0.0.dist-info", "anyio-4.0.0.dist-info/METADATA"]
+    # The dry run; then pip, fetching what it resolved (the report gave no URL), sees no
+    # installed packages: they are only the resolution's business.
+    assert seen[0] == ("/wheels/installed", shown)
+    assert [env for env, _ in seen[1:]] == [None]
+    assert not (dest / "installed").exists()
