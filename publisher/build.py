@@ -409,6 +409,8 @@ class Builder:
             on_line=lambda line: self.reporter.detail(subject, line),
         )
         self.reporter.step(subject, f"built in {time.monotonic() - started:.1f}s")
+        # The daemon has the layers now; the context's archives are a core's size again.
+        shutil.rmtree(context, ignore_errors=True)
 
     def _core_context(self, group: Group, core: Recipe, work: Path) -> tuple[Path, dict[str, str]]:
         pip = self._pip(group, core.inputs.base)
@@ -428,7 +430,7 @@ class Builder:
                 group.subject, group.package, group.version, pip, (), work / "wheels"
             )
             self._start_extras(group, pip, found)
-            # The package gets its own layer (the "prefect" folder of the build context,
+            # The package gets its own layer (the "prefect.tar" of the build context,
             # whatever the package), its dependencies another.
             package = canonicalize_name(group.package)
             for layer, files in (
@@ -447,8 +449,9 @@ class Builder:
         and builds, instead of after: the core's own packages held at the versions it
         resolved (constraints), shown to pip as installed (their metadata read from the
         core's wheels, where pip would download each again to read it) and left out. The
-        same packages as resolving in the built core, unless an extra needs another version of one of them: that resolution fails
-        and the extras are resolved in the core image after all (_extras_context)."""
+        same packages as resolving in the built core, unless an extra needs another version
+        of one of them: that resolution fails and the extras are resolved in the core image
+        after all (_extras_context)."""
         if self.settings.nightly is not None:
             return  # a nightly's package is a file URL, which no constraint can pin
         for image in group.images:
@@ -473,14 +476,13 @@ class Builder:
             constraints=tuple(_pin(wheel) for wheel in core),
             installed=core,
         )
-        self._install(subject, pip, "extras", found, work)
-        return found, work / "context" / "extras"
+        return found, self._install(subject, pip, "extras", found, work)
 
     def _extras_context(
         self, group: Group, image: Image, recipe: Recipe, parent: _Parent, work: Path
     ) -> tuple[Path, dict[str, str]]:
         context = work / "context"
-        found = self._early_result(group, image, context / "extras")
+        found = self._early_result(group, image, context / "extras.tar")
         if found is None:
             # Resolved for the parent: exactly what the extras add to that image.
             pip = self._pip(group, parent.ref)
@@ -492,20 +494,20 @@ class Builder:
         return context, self._labels(image, of_packages(found, parent=parent.id), None)
 
     def _early_result(self, group: Group, image: Image, dest: Path) -> list[Path] | None:
-        """The extras resolved and installed during the core's build, their tree moved to
-        ``dest``; None when there are none."""
+        """The extras resolved and installed during the core's build, their layer's archive
+        moved to ``dest``; None when there are none."""
         early = self._early.pop((image.id, group.platform), None)
         if early is None:
             return None
         try:
-            found, tree = early.result()
+            found, archive = early.result()
         except PublisherError as exc:
             self.reporter.step(
                 _subject(group, image), f"resolving in the core image instead, as {exc}"
             )
             return None
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tree.rename(dest)
+        archive.rename(dest)
         return found
 
     def _resolve(
@@ -548,10 +550,11 @@ class Builder:
         self.reporter.step(subject, f"{requirement}: {len(found)} wheels")
         return found
 
-    def _install(self, subject: str, pip: _Pip, layer: str, files: list[Path], work: Path) -> None:
-        """Install a layer's wheels into the build context (the Dockerfile copies the tree):
-        outside the build, so a foreign platform's are installed natively; each wheel once
-        per run for the same installer and target (installs.py)."""
+    def _install(self, subject: str, pip: _Pip, layer: str, files: list[Path], work: Path) -> Path:
+        """Install a layer's wheels into the build context, as the archive LAYER.tar that
+        the Dockerfile adds: outside the build, so a foreign platform's are installed
+        natively; each wheel once per run for the same installer and target (installs.py).
+        The archive's path."""
         batches = itertools.count()
 
         def install(subset: Sequence[Path], folder: Path) -> None:
@@ -572,11 +575,14 @@ class Builder:
                 layer=layer,
             ),
             wheels=sorted(files),
-            dest=work / "context" / layer,
+            dest=work / "trees" / layer,
             install=install,
         )
+        archive = work / "context" / f"{layer}.tar"
+        docker_client.layer_archive(work / "trees" / layer, archive)
         again = f" ({reused} of {len(files)} wheels as installed for an earlier image)"
         self.reporter.step(subject, f"installed {layer}{again if reused else ''}")
+        return archive
 
     def _pip(self, group: Group, image: str) -> _Pip:
         """Where the packages of an image built on ``image`` are resolved and installed.

@@ -7,9 +7,9 @@ are resolved before the build, by the target interpreter itself: pip runs in a t
 container of the cell's base image (its Python, its platform, its environment markers;
 pip on the host cannot evaluate markers for another Python), with the index pip would
 use (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, or --index-url) passed in its
-environment, and writes wheels into the build context. They are then installed, offline,
-by the same image's pip into the build context (``install``), which the Dockerfiles copy:
-no index URL or credential reaches any image layer.
+environment, and fetches the wheels. They are then installed, offline, by the same
+image's pip (``install``) into the trees whose archives the Dockerfiles add: no index URL
+or credential reaches any image layer.
 
 For a foreign platform both run natively instead, in the base's image for the daemon's
 platform, with pip told the foreign image's tags and markers (target.py): under QEMU they

@@ -168,8 +168,22 @@ class Daemon:
         kw["files"] = {
             str(p.relative_to(context)): p.read_bytes()
             for p in sorted(context.rglob("*"))
-            if p.is_file() and p.suffix != ".whl"
+            if p.is_file() and p.suffix not in (".whl", ".tar")
         }
+        # A layer's archive (LAYER.tar, unpacked onto / by the Dockerfile's ADD), as if its
+        # files were in a LAYER folder: owned by root, and none of the archive's own.
+        for archive in sorted(context.glob("*.tar")):
+            if archive.is_dir():  # an empty tree
+                assert not any(archive.iterdir())
+                continue
+            with tarfile.open(archive) as layer:
+                for member in layer.getmembers():
+                    assert (member.uid, member.gid, member.uname) == (0, 0, "root")
+                    assert not member.name.startswith(("/", "./", archive.stem))
+                    if member.isfile():
+                        read = layer.extractfile(member)
+                        assert read is not None
+                        kw["files"][f"{archive.stem}/{member.name}"] = read.read()
         kw["wheels"] = sorted(p.name for p in context.rglob("*.whl"))
         kw["on_line"]("Step 1/9 : FROM somewhere")
         self.builds.append(kw)
