@@ -409,7 +409,8 @@ class Builder:
             on_line=lambda line: self.reporter.detail(subject, line),
         )
         self.reporter.step(subject, f"built in {time.monotonic() - started:.1f}s")
-        # The daemon has the layers now; the context's archives are a core's size again.
+        # The daemon holds the layers now. Kept, the archives would take a core's size of
+        # disk per image until the run ends (the trees they were made from are hard links).
         shutil.rmtree(context, ignore_errors=True)
 
     def _core_context(self, group: Group, core: Recipe, work: Path) -> tuple[Path, dict[str, str]]:

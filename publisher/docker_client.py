@@ -182,8 +182,8 @@ def layer_archive(tree: Path, archive: Path) -> None:
     """``tree`` as the tar a Dockerfile's ``ADD`` unpacks onto the image's root: the
     tree's entries (not its own folder, which would restamp /), owner root.
 
-    Posted as a tree and copied by ``COPY``, a core's 224 MB of packages took BuildKit 12-15
-    s and 14-17 core-seconds; as one tar for ``ADD`` 6-7 s and 7 core-seconds, plus 1.1 for
+    Posted as a tree and copied by ``COPY``, a core's 233 MB of dependencies took BuildKit
+    12-15 s and 14-17 core-seconds; as one tar for ``ADD`` 6-7 s and 7 core-seconds, plus 1.1 for
     this tar, for a byte-identical layer (docs/benchmarks.md). An empty tree becomes an empty
     folder of the archive's name: ``ADD`` copies a folder's contents, here nothing, as
     ``COPY`` of the empty tree did, where it would copy a tar without members as a file.
