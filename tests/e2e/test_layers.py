@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import docker
@@ -30,7 +31,10 @@ def test_added_archives_give_the_layers_copied_trees_gave(
     tree = tmp_path / "tree"
     site = tree / "usr/local/lib/python3.13/site-packages/layered"
     site.mkdir(parents=True)
-    (site / "__init__.py").write_text("ANSWER = 42\n")
+    # Content no earlier run had: BuildKit keys a COPY by its files' content and modes, not
+    # their times, so the same content copied in an earlier run (another CI run on this
+    # daemon) would come back from its cache with that run's times, and differ.
+    (site / "__init__.py").write_text(f"ANSWER = 42\nRUN = {uuid.uuid4().hex!r}\n")
     (tree / "usr/local/bin").mkdir()
     (tree / "usr/local/bin/layered").write_text("#!/bin/sh\necho layered\n")
     (tree / "usr/local/bin/layered").chmod(0o755)
