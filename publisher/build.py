@@ -580,7 +580,7 @@ class Builder:
             install=install,
         )
         archive = work / "context" / f"{layer}.tar"
-        docker_client.layer_archive(work / "trees" / layer, archive)
+        docker_client.layer_archive(work / "trees" / layer, archive, mtime=target.EPOCH)
         again = f" ({reused} of {len(files)} wheels as installed for an earlier image)"
         self.reporter.step(subject, f"installed {layer}{again if reused else ''}")
         return archive

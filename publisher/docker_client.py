@@ -178,24 +178,35 @@ def context_tar(context: Path, dockerfile: str) -> Iterator[IO[bytes]]:
         body.close()
 
 
-def layer_archive(tree: Path, archive: Path) -> None:
+def layer_archive(tree: Path, archive: Path, *, mtime: int) -> None:
     """``tree`` as the tar a Dockerfile's ``ADD`` unpacks onto the image's root: the
-    tree's entries (not its own folder, which would restamp /), owner root.
+    tree's entries (not its own folder, which would restamp /), owner root, every entry
+    timed ``mtime``.
+
+    One time for all: BuildKit keys an ``ADD`` by the tar's bytes, and pip writes files with
+    the time it installed them, so the same dependencies installed again (a later run, another
+    machine) would make a new layer to upload where they now make the same one. Byte code
+    stays valid: its sources were compiled with this time already (target.PIP_WRAPPER).
 
     Posted as a tree and copied by ``COPY``, a core's 233 MB of dependencies took BuildKit
     12-15 s and 14-17 core-seconds; as one tar for ``ADD`` 6-7 s and 7 core-seconds, plus 1.1 for
-    this tar, for a byte-identical layer (docs/benchmarks.md). An empty tree becomes an empty
-    folder of the archive's name: ``ADD`` copies a folder's contents, here nothing, as
-    ``COPY`` of the empty tree did, where it would copy a tar without members as a file.
+    this tar (docs/benchmarks.md). An empty tree becomes an empty folder of the archive's
+    name: ``ADD`` copies a folder's contents, here nothing, as ``COPY`` of the empty tree did,
+    where it would copy a tar without members as a file.
     """
     members = sorted(tree.iterdir()) if tree.is_dir() else []
     if not members:
         archive.mkdir(parents=True, exist_ok=True)
         return
+
+    def entry(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime = mtime
+        return _as_root(info)
+
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as out:
         for path in members:
-            out.add(path, arcname=path.name, filter=_as_root)
+            out.add(path, arcname=path.name, filter=entry)
 
 
 def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:

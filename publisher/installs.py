@@ -30,8 +30,6 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from .target import EPOCH
-
 # install(wheels, folder): pip installs exactly ``wheels`` (--no-deps) under ``folder``.
 Install = Callable[[Sequence[Path], Path], None]
 
@@ -97,7 +95,6 @@ class Installs:
             shutil.rmtree(dest, ignore_errors=True)
             install(wheels, dest)
             return 0
-        _fix_directory_times(dest)
         return len(wheels) - len(missing)
 
     def _keep(self, tree: Path, where: Path) -> None:
@@ -170,10 +167,3 @@ def link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-
-def _fix_directory_times(dest: Path) -> None:
-    """Every directory of a composed tree gets one time: the same wheels then give the
-    same tree, whatever order the lanes installed them in."""
-    for folder, _, _ in os.walk(dest):
-        os.utime(folder, (EPOCH, EPOCH))

@@ -8,20 +8,28 @@ from pathlib import Path
 
 from publisher import docker_client
 
+EPOCH = 315532800
 
-def test_a_layer_archive_holds_the_tree_s_entries_owned_by_root(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
-    site = tree / "usr/local/lib/python3.13/site-packages"
+
+def tree_of(root: Path, written: float) -> Path:
+    """A small installed tree whose every entry was written at ``written``."""
+    site = root / "usr/local/lib/python3.13/site-packages"
     (site / "pkg").mkdir(parents=True)
     (site / "pkg/__init__.py").write_text("VALUE = 1\n")
-    (tree / "usr/local/bin").mkdir()
-    (tree / "usr/local/bin/tool").write_text("#!/usr/local/bin/python3\n")
-    (tree / "usr/local/bin/tool").chmod(0o755)
-    (tree / "usr/local/bin/alias").symlink_to("tool")
-    os.utime(site / "pkg/__init__.py", (315532800, 315532800))
+    (root / "usr/local/bin").mkdir()
+    (root / "usr/local/bin/tool").write_text("#!/usr/local/bin/python3\n")
+    (root / "usr/local/bin/tool").chmod(0o755)
+    (root / "usr/local/bin/alias").symlink_to("tool")
+    for folder, dirs, names in os.walk(root):
+        for name in dirs + names:
+            os.utime(Path(folder, name), (written, written), follow_symlinks=False)
+    return root
 
+
+def test_a_layer_archive_holds_the_tree_s_entries_owned_by_root(tmp_path: Path) -> None:
+    tree = tree_of(tmp_path / "tree", written=1_700_000_000)
     archive = tmp_path / "context" / "deps.tar"
-    docker_client.layer_archive(tree, archive)
+    docker_client.layer_archive(tree, archive, mtime=EPOCH)
 
     with tarfile.open(archive) as layer:
         members = {member.name: member for member in layer.getmembers()}
@@ -43,9 +51,22 @@ def test_a_layer_archive_holds_the_tree_s_entries_owned_by_root(tmp_path: Path) 
     assert members["usr/local/bin/tool"].mode == 0o755
     assert members["usr/local/bin/alias"].issym()
     assert members["usr/local/bin/alias"].linkname == "tool"
-    assert members["usr/local/lib/python3.13/site-packages/pkg/__init__.py"].mtime == 315532800
+    # Every entry, the link too, has the one time, whenever it was written.
+    assert {m.mtime for m in members.values()} == {EPOCH}
     # The format BuildKit takes a posted tar in (no PAX header).
     assert archive.read_bytes()[257:265] == b"ustar  \x00"
+
+
+def test_the_same_files_installed_at_other_times_make_the_same_archive(tmp_path: Path) -> None:
+    # BuildKit keys an ADD by the tar's bytes: a later run's install of the same wheels
+    # must give the same bytes, or it builds and uploads a new, equal layer.
+    earlier = tree_of(tmp_path / "earlier", written=1_700_000_000)
+    later = tree_of(tmp_path / "later", written=1_800_000_000.5)
+    docker_client.layer_archive(earlier, tmp_path / "one/deps.tar", mtime=EPOCH)
+    docker_client.layer_archive(later, tmp_path / "two/deps.tar", mtime=EPOCH)
+    assert (tmp_path / "one/deps.tar").read_bytes() == (tmp_path / "two/deps.tar").read_bytes()
+    # The tree on disk keeps its own times.
+    assert (later / "usr/local/bin/tool").stat().st_mtime == 1_800_000_000.5
 
 
 def test_an_empty_tree_becomes_an_empty_folder_that_add_copies_nothing_from(
@@ -53,8 +74,8 @@ def test_an_empty_tree_becomes_an_empty_folder_that_add_copies_nothing_from(
 ) -> None:
     # ADD unpacks a tar only when it has a member; it would copy an empty one as a file.
     (tmp_path / "tree").mkdir()
-    docker_client.layer_archive(tmp_path / "tree", tmp_path / "context" / "extras.tar")
-    docker_client.layer_archive(tmp_path / "missing", tmp_path / "context" / "other.tar")
+    docker_client.layer_archive(tmp_path / "tree", tmp_path / "context/extras.tar", mtime=EPOCH)
+    docker_client.layer_archive(tmp_path / "missing", tmp_path / "context/other.tar", mtime=EPOCH)
     for name in ("extras.tar", "other.tar"):
         assert (tmp_path / "context" / name).is_dir()
         assert not any((tmp_path / "context" / name).iterdir())
