@@ -410,7 +410,7 @@ class Builder:
         )
         self.reporter.step(subject, f"built in {time.monotonic() - started:.1f}s")
         # The daemon holds the layers now. Kept, the archives would take a core's size of
-        # disk per image until the run ends (the trees they were made from are hard links).
+        # disk per image until the run ends.
         shutil.rmtree(context, ignore_errors=True)
 
     def _core_context(self, group: Group, core: Recipe, work: Path) -> tuple[Path, dict[str, str]]:
@@ -569,7 +569,7 @@ class Builder:
                 target=pip.target,
             )
 
-        reused = self.installs.place(
+        layer_files = self.installs.place(
             installer_key=installs.installer(
                 image_id=docker_client.image_id(self.client, pip.image),
                 target=pip.target.to_json() if pip.target is not None else "",
@@ -580,7 +580,8 @@ class Builder:
             install=install,
         )
         archive = work / "context" / f"{layer}.tar"
-        docker_client.layer_archive(work / "trees" / layer, archive, mtime=target.EPOCH)
+        docker_client.layer_archive(layer_files.entries, archive, mtime=target.EPOCH)
+        reused = layer_files.reused
         again = f" ({reused} of {len(files)} wheels as installed for an earlier image)"
         self.reporter.step(subject, f"installed {layer}{again if reused else ''}")
         return archive

@@ -5,9 +5,9 @@ one Python resolve to the same dependencies but a few, and each full image of a 
 adds the same extras. pip takes 11-15 s of a core to install prefect's ~100 dependencies,
 so each wheel is installed once per run: the first install of a layer's wheels is split
 by the RECORD pip writes for each distribution into one tree per wheel, and every build
-that installs a wheel again hard-links that tree into its context. A layer's tree is the
-union of its wheels' trees, and pip then installs only the wheels no earlier build of the
-run installed.
+that installs a wheel again takes its files from that tree. A layer is the union of its
+wheels' trees (`Layer`: each path and the file it is, read straight into the layer's
+archive), and pip installs only the wheels no earlier build of the run installed.
 
 What makes two installs of a wheel the same: the wheel's content, the image whose pip
 installs it (its id), the target it installs for (target.py) and the layer (its name is
@@ -24,7 +24,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -50,6 +51,16 @@ def _wheel_key(installer_key: str, wheel: Path) -> str:
     ).hexdigest()
 
 
+@dataclass(frozen=True)
+class Layer:
+    """What a layer's wheels install: every path under the root (``usr/lib/...``), parents
+    first and siblings by name, as ``tar`` lists a tree, and the file, folder or link on
+    disk it is; how many of the wheels were installed for an earlier image."""
+
+    entries: Mapping[str, Path]
+    reused: int = 0
+
+
 class _Unsplittable(Exception):
     """An installed tree that cannot be told apart by wheel."""
 
@@ -65,9 +76,9 @@ class Installs:
 
     def place(
         self, *, installer_key: str, wheels: Sequence[Path], dest: Path, install: Install
-    ) -> int:
-        """Install ``wheels`` at ``dest`` (which must not exist); how many of them were
-        linked from earlier installs instead of installed again."""
+    ) -> Layer:
+        """The layer ``wheels`` install, each wheel installed once per run; ``dest`` (which
+        must not exist) holds an install of them all that could not be split or merged."""
         keys = {wheel: _wheel_key(installer_key, wheel) for wheel in wheels}
         missing = [wheel for wheel in wheels if not (self.root / keys[wheel]).is_dir()]
         if missing:
@@ -78,8 +89,7 @@ class Installs:
                 trees = _split(scratch, missing)
             except _Unsplittable:
                 shutil.rmtree(scratch, ignore_errors=True)
-                install(wheels, dest)
-                return 0
+                return self._whole(wheels, dest, install)
             except BaseException:
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise
@@ -87,15 +97,17 @@ class Installs:
                 self._keep(tree, self.root / keys[wheel])
             shutil.rmtree(scratch, ignore_errors=True)
         try:
-            dest.mkdir(parents=True)
-            for wheel in wheels:
-                _link_into(self.root / keys[wheel], dest)
+            entries = merged([self.root / keys[wheel] for wheel in wheels])
         except FileExistsError:
             # Two wheels write one path: pip's own install decides which file wins.
-            shutil.rmtree(dest, ignore_errors=True)
-            install(wheels, dest)
-            return 0
-        return len(wheels) - len(missing)
+            return self._whole(wheels, dest, install)
+        return Layer(entries, reused=len(wheels) - len(missing))
+
+    @staticmethod
+    def _whole(wheels: Sequence[Path], dest: Path, install: Install) -> Layer:
+        dest.mkdir(parents=True)
+        install(wheels, dest)
+        return Layer(merged([dest]))
 
     def _keep(self, tree: Path, where: Path) -> None:
         with self._lock:
@@ -140,24 +152,35 @@ def _split(root: Path, wheels: Sequence[Path]) -> dict[Path, Path]:
     return trees
 
 
-def _link_into(tree: Path, dest: Path) -> None:
-    """Hard-link every file of ``tree`` into ``dest`` (copy where links cannot be);
-    FileExistsError if one is there already."""
-    for folder, folders, names in os.walk(tree):
-        here = Path(folder)
-        into = dest / here.relative_to(tree)
-        into.mkdir(exist_ok=True)
-        # A link to a folder is an entry like a file: recreated, not descended into.
-        links = [name for name in folders if (here / name).is_symlink()]
-        folders[:] = [name for name in folders if name not in links]
-        for name in [*names, *links]:
-            source, target = here / name, into / name
-            if os.path.lexists(target):
-                raise FileExistsError(target)
-            if source.is_symlink():
-                os.symlink(os.readlink(source), target)
-                continue
-            link_or_copy(source, target)
+def merged(trees: Sequence[Path]) -> dict[str, Path]:
+    """The entries of ``trees`` laid over each other (`Layer.entries`): a folder that several
+    trees have is one entry, the first tree's. FileExistsError if two trees have one path
+    that is not a folder in both.
+
+    Read straight into the layer's archive, where the trees were hard-linked into one and
+    that tree archived and removed: a core's 14,500 links and their removal took the
+    publisher 15 of its 35 core-seconds in a cold bench run (docs/benchmarks.md)."""
+    found: dict[tuple[str, ...], tuple[Path, bool]] = {}
+    for tree in trees:
+        if not tree.is_dir():
+            continue
+        pending: list[tuple[str, tuple[str, ...]]] = [(str(tree), ())]
+        while pending:
+            folder, parts = pending.pop()
+            with os.scandir(folder) as listing:
+                for entry in listing:
+                    key = (*parts, entry.name)
+                    # A link to a folder is an entry like a file: not descended into.
+                    is_folder = entry.is_dir(follow_symlinks=False)
+                    earlier = found.get(key)
+                    if earlier is None:
+                        found[key] = (Path(entry.path), is_folder)
+                    elif not (is_folder and earlier[1]):
+                        raise FileExistsError(entry.path)
+                    if is_folder:
+                        pending.append((entry.path, key))
+    # Sorted by their parts, paths come as tar lists a tree: a folder, then what it holds.
+    return {"/".join(key): found[key][0] for key in sorted(found)}
 
 
 def link_or_copy(source: Path, target: Path) -> None:

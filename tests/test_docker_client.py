@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
 from publisher import docker_client
+from publisher.installs import merged
 
 EPOCH = 315532800
 
@@ -29,7 +31,7 @@ def tree_of(root: Path, written: float) -> Path:
 def test_a_layer_archive_holds_the_tree_s_entries_owned_by_root(tmp_path: Path) -> None:
     tree = tree_of(tmp_path / "tree", written=1_700_000_000)
     archive = tmp_path / "context" / "deps.tar"
-    docker_client.layer_archive(tree, archive, mtime=EPOCH)
+    docker_client.layer_archive(merged([tree]), archive, mtime=EPOCH)
 
     with tarfile.open(archive) as layer:
         members = {member.name: member for member in layer.getmembers()}
@@ -62,20 +64,50 @@ def test_the_same_files_installed_at_other_times_make_the_same_archive(tmp_path:
     # must give the same bytes, or it builds and uploads a new, equal layer.
     earlier = tree_of(tmp_path / "earlier", written=1_700_000_000)
     later = tree_of(tmp_path / "later", written=1_800_000_000.5)
-    docker_client.layer_archive(earlier, tmp_path / "one/deps.tar", mtime=EPOCH)
-    docker_client.layer_archive(later, tmp_path / "two/deps.tar", mtime=EPOCH)
+    docker_client.layer_archive(merged([earlier]), tmp_path / "one/deps.tar", mtime=EPOCH)
+    docker_client.layer_archive(merged([later]), tmp_path / "two/deps.tar", mtime=EPOCH)
     assert (tmp_path / "one/deps.tar").read_bytes() == (tmp_path / "two/deps.tar").read_bytes()
     # The tree on disk keeps its own times.
     assert (later / "usr/local/bin/tool").stat().st_mtime == 1_800_000_000.5
 
 
-def test_an_empty_tree_becomes_an_empty_folder_that_add_copies_nothing_from(
+def test_trees_laid_over_each_other_archive_as_one_tree_of_them_all_would(
     tmp_path: Path,
 ) -> None:
+    # Two wheels' trees share their parent folders; their layer is the bytes tar gives for
+    # one tree holding both.
+    first = tree_of(tmp_path / "first", written=1_700_000_000)
+    second = tmp_path / "second"
+    (second / "usr/local/lib/python3.13/site-packages/other").mkdir(parents=True)
+    (second / "usr/local/lib/python3.13/site-packages/other/data.bin").write_bytes(b"\0" * 3000)
+    (second / "usr/local/bin").mkdir()
+    (second / "usr/local/bin/other").write_text("#!/bin/sh\n")
+    # Listed after pkg/__init__.py by tar, before it by a plain sort of the paths.
+    (second / "usr/local/lib/python3.13/site-packages/pkg-1.0.dist-info").mkdir()
+    (second / "usr/local/lib/python3.13/site-packages/pkg-1.0.dist-info/RECORD").write_text("")
+    both = tmp_path / "both"
+    shutil.copytree(first, both, symlinks=True)
+    shutil.copytree(second, both, symlinks=True, dirs_exist_ok=True)
+
+    docker_client.layer_archive(merged([first, second]), tmp_path / "a/deps.tar", mtime=EPOCH)
+
+    def as_root_at_epoch(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mtime = EPOCH
+        return info
+
+    with tarfile.open(tmp_path / "b.tar", "w", format=tarfile.GNU_FORMAT) as out:
+        for path in sorted(both.iterdir()):
+            out.add(path, arcname=path.name, filter=as_root_at_epoch)
+    assert (tmp_path / "a/deps.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+
+
+def test_no_entries_become_an_empty_folder_that_add_copies_nothing_from(tmp_path: Path) -> None:
     # ADD unpacks a tar only when it has a member; it would copy an empty one as a file.
     (tmp_path / "tree").mkdir()
-    docker_client.layer_archive(tmp_path / "tree", tmp_path / "context/extras.tar", mtime=EPOCH)
-    docker_client.layer_archive(tmp_path / "missing", tmp_path / "context/other.tar", mtime=EPOCH)
+    docker_client.layer_archive(merged([tmp_path / "tree"]), tmp_path / "c/extras.tar", mtime=EPOCH)
+    docker_client.layer_archive(merged([tmp_path / "missing"]), tmp_path / "c/other.tar", mtime=0)
     for name in ("extras.tar", "other.tar"):
-        assert (tmp_path / "context" / name).is_dir()
-        assert not any((tmp_path / "context" / name).iterdir())
+        assert (tmp_path / "c" / name).is_dir()
+        assert not any((tmp_path / "c" / name).iterdir())

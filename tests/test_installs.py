@@ -54,9 +54,12 @@ class Pip:
             (folder / self.unrecorded).write_text("x")
 
 
-def files(tree: Path) -> dict[str, bytes]:
+def files(layer: installs.Layer) -> dict[str, bytes]:
+    """The content of each of the layer's files, by its path in the image."""
     return {
-        str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file()
+        name: path.read_bytes()
+        for name, path in layer.entries.items()
+        if path.is_file() and not path.is_symlink()
     }
 
 
@@ -69,27 +72,33 @@ def test_the_installer_is_the_image_the_target_and_the_layer() -> None:
     assert key != installs.installer(image_id="sha256:i", target="", layer="extras")
 
 
-def test_each_wheel_is_installed_once_and_linked_into_later_trees(tmp_path: Path) -> None:
+def test_each_wheel_is_installed_once_and_its_files_taken_by_later_layers(tmp_path: Path) -> None:
     store, pip = Installs(tmp_path / "store"), Pip()
     anyio, sniffio = wheel(tmp_path / "w", "anyio", "4.0"), wheel(tmp_path / "w", "sniffio", "1.3")
-    assert store.place(installer_key="k", wheels=[anyio], dest=tmp_path / "one", install=pip) == 0
-    reused = store.place(
+    one = store.place(installer_key="k", wheels=[anyio], dest=tmp_path / "one", install=pip)
+    assert one.reused == 0
+    two = store.place(
         installer_key="k", wheels=[anyio, sniffio], dest=tmp_path / "two", install=pip
     )
-    assert reused == 1
+    assert two.reused == 1
     assert pip.calls == [["anyio"], ["sniffio"]]
-    one, two = files(tmp_path / "one"), files(tmp_path / "two")
-    assert set(two) == set(one) | {
+    assert set(files(two)) == set(files(one)) | {
         f"{SITE}/sniffio/__init__.py",
         f"{SITE}/sniffio-1.3.dist-info/RECORD",
         "usr/bin/sniffio",
     }
-    assert {name: two[name] for name in one} == one
-    # anyio's files are the first install's (hard links).
+    assert {name: files(two)[name] for name in files(one)} == files(one)
+    # anyio's files are the first install's, where the run keeps it; nothing at dest.
     module = f"{SITE}/anyio/__init__.py"
-    assert (tmp_path / "one" / module).stat().st_ino == (tmp_path / "two" / module).stat().st_ino
+    assert one.entries[module] == two.entries[module]
+    assert one.entries[module].is_relative_to(tmp_path / "store")
+    assert not (tmp_path / "one").exists() and not (tmp_path / "two").exists()
+    # Every folder on the way is an entry of its own, once, before what it holds.
+    assert list(two.entries)[:3] == ["usr", "usr/bin", "usr/bin/anyio"]
+    assert "usr/lib/python3" in two.entries
     # Another installer (image, target or layer) installs again.
-    assert store.place(installer_key="k2", wheels=[anyio], dest=tmp_path / "3", install=pip) == 0
+    again = store.place(installer_key="k2", wheels=[anyio], dest=tmp_path / "3", install=pip)
+    assert again.reused == 0
     assert pip.calls[-1] == ["anyio"]
 
 
@@ -98,18 +107,22 @@ def test_the_same_wheel_name_with_other_content_is_installed_again(tmp_path: Pat
     first = wheel(tmp_path / "a", "anyio", "4.0", b"one")
     rebuilt = wheel(tmp_path / "b", "anyio", "4.0", b"two")
     store.place(installer_key="k", wheels=[first], dest=tmp_path / "one", install=pip)
-    assert store.place(installer_key="k", wheels=[rebuilt], dest=tmp_path / "two", install=pip) == 0
-    assert files(tmp_path / "two")[f"{SITE}/anyio/__init__.py"] == b"two"
+    two = store.place(installer_key="k", wheels=[rebuilt], dest=tmp_path / "two", install=pip)
+    assert two.reused == 0
+    assert files(two)[f"{SITE}/anyio/__init__.py"] == b"two"
 
 
 def test_a_tree_that_does_not_split_is_installed_whole_and_not_kept(tmp_path: Path) -> None:
     store, pip = Installs(tmp_path / "store"), Pip()
     anyio = wheel(tmp_path / "w", "anyio", "4.0")
     pip.unrecorded = "etc/written-by-nobody"
-    assert store.place(installer_key="k", wheels=[anyio], dest=tmp_path / "one", install=pip) == 0
-    assert "etc/written-by-nobody" in files(tmp_path / "one")
+    whole = store.place(installer_key="k", wheels=[anyio], dest=tmp_path / "one", install=pip)
+    assert whole.reused == 0
+    assert files(whole)["etc/written-by-nobody"] == b"x"
+    assert whole.entries["etc/written-by-nobody"] == tmp_path / "one/etc/written-by-nobody"
     pip.unrecorded = ""
-    assert store.place(installer_key="k", wheels=[anyio], dest=tmp_path / "two", install=pip) == 0
+    split = store.place(installer_key="k", wheels=[anyio], dest=tmp_path / "two", install=pip)
+    assert split.reused == 0
     assert pip.calls == [["anyio"], ["anyio"], ["anyio"]]  # split tried, whole, then again
     assert [p.name for p in (tmp_path / "store").iterdir()] != []
 
@@ -118,15 +131,18 @@ def test_two_wheels_writing_one_path_are_installed_by_pip_together(tmp_path: Pat
     store, pip = Installs(tmp_path / "store"), Pip(shared="google/__init__.py")
     a, b = wheel(tmp_path / "w", "googleapis", "1.0"), wheel(tmp_path / "w", "protobuf", "5.0")
     # Installed together: split, the shared file is named by both RECORDs: whole install.
-    assert store.place(installer_key="k", wheels=[a, b], dest=tmp_path / "1", install=pip) == 0
+    together = store.place(installer_key="k", wheels=[a, b], dest=tmp_path / "1", install=pip)
+    assert together.reused == 0
     assert pip.calls == [["googleapis", "protobuf"]] * 2
-    assert files(tmp_path / "1")[f"{SITE}/google/__init__.py"] == b"protobuf"
-    # Installed apart, both are kept; linked together they collide: pip installs both.
+    assert files(together)[f"{SITE}/google/__init__.py"] == b"protobuf"
+    # Installed apart, both are kept; laid over each other they collide: pip installs both.
     store.place(installer_key="k", wheels=[a], dest=tmp_path / "2", install=pip)
     store.place(installer_key="k", wheels=[b], dest=tmp_path / "3", install=pip)
-    assert store.place(installer_key="k", wheels=[a, b], dest=tmp_path / "4", install=pip) == 0
+    again = store.place(installer_key="k", wheels=[a, b], dest=tmp_path / "4", install=pip)
+    assert again.reused == 0
     assert pip.calls[-1] == ["googleapis", "protobuf"]
-    assert files(tmp_path / "4") == files(tmp_path / "1")
+    assert files(again) == files(together)
+    assert again.entries[f"{SITE}/google/__init__.py"] == tmp_path / f"4/{SITE}/google/__init__.py"
 
 
 def test_a_failed_install_keeps_nothing(tmp_path: Path) -> None:
@@ -146,7 +162,7 @@ def test_a_failed_install_keeps_nothing(tmp_path: Path) -> None:
 def test_two_lanes_installing_one_wheel_at_once_both_get_it(tmp_path: Path) -> None:
     store, pip = Installs(tmp_path / "store"), Pip()
     anyio = wheel(tmp_path / "w", "anyio", "4.0")
-    done: list[int] = []
+    done: list[installs.Layer] = []
     lanes = [
         threading.Thread(
             target=lambda n=n: done.append(
@@ -160,5 +176,33 @@ def test_two_lanes_installing_one_wheel_at_once_both_get_it(tmp_path: Path) -> N
     for lane in lanes:
         lane.join()
     assert len(done) == 2
-    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert files(done[0]) == files(done[1])
     assert len(list((tmp_path / "store").iterdir())) == 1
+
+
+def test_trees_laid_over_each_other_share_folders_and_collide_on_anything_else(
+    tmp_path: Path,
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "usr/lib/pkg").mkdir(parents=True)
+    (first / "usr/lib/pkg/a.py").write_text("a")
+    (first / "usr/lib/alias").symlink_to("pkg")
+    (second / "usr/lib/pkg").mkdir(parents=True)
+    (second / "usr/lib/pkg/b.py").write_text("b")
+    entries = installs.merged([first, second, tmp_path / "missing"])
+    assert entries == {
+        "usr": first / "usr",
+        "usr/lib": first / "usr/lib",
+        "usr/lib/alias": first / "usr/lib/alias",  # a link to a folder: not descended into
+        "usr/lib/pkg": first / "usr/lib/pkg",
+        "usr/lib/pkg/a.py": first / "usr/lib/pkg/a.py",
+        "usr/lib/pkg/b.py": second / "usr/lib/pkg/b.py",
+    }
+    # One path a folder in one tree and a link or file in the other.
+    (second / "usr/lib/alias").mkdir()
+    with pytest.raises(FileExistsError):
+        installs.merged([first, second])
+    (second / "usr/lib/alias").rmdir()
+    (second / "usr/lib/pkg/a.py").write_text("other a")
+    with pytest.raises(FileExistsError):
+        installs.merged([first, second])

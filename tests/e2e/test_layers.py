@@ -11,6 +11,7 @@ from pathlib import Path
 import docker
 
 from publisher import docker_client as containers
+from publisher.installs import merged
 from publisher.target import EPOCH
 from tests.e2e.conftest import Services
 
@@ -53,8 +54,8 @@ def test_added_archives_give_the_layers_copied_trees_gave(
     copied.mkdir()
     shutil.copytree(tree, copied / "deps", symlinks=True)
     (copied / "extras").mkdir()
-    containers.layer_archive(tree, added / "deps.tar", mtime=EPOCH)
-    containers.layer_archive(empty, added / "extras.tar", mtime=EPOCH)
+    containers.layer_archive(merged([tree]), added / "deps.tar", mtime=EPOCH)
+    containers.layer_archive(merged([empty]), added / "extras.tar", mtime=EPOCH)
     tags = ("publisher-e2e/layers:copied", "publisher-e2e/layers:added")
     try:
         by_copy = build(
@@ -88,7 +89,7 @@ def test_the_same_files_installed_again_later_give_the_same_layer(
         for tag, written in zip(tags, (1_700_000_000, 1_800_000_000), strict=True):
             context = tmp_path / tag.rsplit(":", 1)[1]
             tree = installed(tmp_path / f"tree-{written}", written=written)
-            containers.layer_archive(tree, context / "deps.tar", mtime=EPOCH)
+            containers.layer_archive(merged([tree]), context / "deps.tar", mtime=EPOCH)
             layers.append(build(docker_client, context, f"FROM {base}\nADD deps.tar /\n", tag))
         assert layers[0] == layers[1]
         stamp = docker_client.containers.run(
