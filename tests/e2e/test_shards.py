@@ -208,7 +208,24 @@ def _described(
     return {
         "labels": {key: value for key, value in found.items() if key not in BUILD_SPECIFIC},
         "layers": len(config.get("rootfs", {}).get("diff_ids", [])),
+        # The installed packages' layers are the same bytes whatever machine and run
+        # installed them, so a registry is sent each of them once.
+        "package layers": _added_layers(config),
     }
+
+
+def _added_layers(config: Mapping[str, Any]) -> list[str]:
+    """The diff IDs of the layers an image's Dockerfiles ``ADD`` (its installed packages),
+    from the base up."""
+    diff_ids = iter(config.get("rootfs", {}).get("diff_ids", []))
+    added = []
+    for step in config.get("history", []):
+        if step.get("empty_layer"):
+            continue
+        diff_id = next(diff_ids)
+        if step.get("created_by", "").startswith("ADD "):
+            added.append(diff_id)
+    return added
 
 
 def _distributions(client: docker.DockerClient, reference: str) -> str:
@@ -237,9 +254,12 @@ def _assert_published_as_one_machine_would(release: Release, published: Publishe
         }
     for image in release.plan.images:
         anchor = image.immutable_tags[0]
-        assert _described(release.registry, release.repo, anchor, image_ids) == _described(
-            published.registry, published.repo, anchor, image_ids
-        ), f"{image.id} differs from the one-machine publish"
+        described = _described(release.registry, release.repo, anchor, image_ids)
+        assert described == _described(published.registry, published.repo, anchor, image_ids), (
+            f"{image.id} differs from the one-machine publish"
+        )
+        # deps.tar and prefect.tar, and a full image's extras.tar
+        assert len(described["package layers"]) == (2 if image.variant == "core" else 3)
 
 
 def _holdings(registry: RegistryClient, repo: str) -> dict[str, str]:
