@@ -157,9 +157,10 @@ def merged(trees: Sequence[Path]) -> dict[str, Path]:
     trees have is one entry, the first tree's. FileExistsError if two trees have one path
     that is not a folder in both.
 
-    Read straight into the layer's archive, where the trees were hard-linked into one and
-    that tree archived and removed: a core's 14,500 links and their removal took the
-    publisher 15 of its 35 core-seconds in a cold bench run (docs/benchmarks.md)."""
+    Read straight into the layer's archive, where the trees were hard-linked into one tree
+    that was archived and then removed: in a cold bench run, sampled by py-spy, the
+    publisher's build lanes were busy 7 s making those links and 8 s removing them, of 64 s
+    busy in all (docs/benchmarks.md)."""
     found: dict[tuple[str, ...], tuple[Path, bool]] = {}
     for tree in trees:
         if not tree.is_dir():
