@@ -60,9 +60,9 @@ print(json.dumps({
 # TargetPython.get_sorted_tags (get_unsorted_tags caches it).
 #
 # Whatever the target, byte code records its source's mtime (and pip extracts with the time
-# of the installation), so each source gets a fixed mtime before it is compiled: the same
-# wheels then install as the same bytes, and the builder's cache reuses the layer of an
-# unchanged dependency set, as it reused the RUN that installed it in the build before.
+# of the installation), so each source gets EPOCH before it is compiled: the layer archive
+# gives every file EPOCH (docker_client.layer_archive), and byte code that recorded any
+# other time would be stale in the image. The same wheels then make the same layer bytes.
 PIP_WRAPPER = r"""
 import compileall, json, os, sys
 PIP_PYTHON
