@@ -15,8 +15,10 @@ FROM ${BASE_IMAGE}
 # tini reaps zombies and forwards signals to the flow run. Its .deb (debs/) was fetched by
 # the base's own apt for this platform, outside the build (publisher/debs.py): dpkg only
 # installs it here, so no `apt-get update` runs in the build, which took minutes under QEMU.
-COPY debs/ /tmp/debs/
-RUN dpkg -i /tmp/debs/*.deb && rm -rf /tmp/debs
+# Mounted, not copied: a COPY'd .deb stays in the image's layers after `rm` (BuildKit's
+# bind mount; the classic builder cannot build this file). On /mnt, which the base has:
+# a mount point BuildKit has to create stays in the layer as an empty folder.
+RUN --mount=type=bind,source=debs,target=/mnt dpkg -i /mnt/*.deb
 COPY entrypoint.sh /usr/local/bin/entrypoint.sh
 # Dependencies and prefect are separate layers, so that releases whose dependencies resolve
 # alike (most patch releases) share one dependency layer: the same wheels install as the

@@ -1189,7 +1189,7 @@ def test_docker_build_without_buildkit_uses_the_classic_builder(tmp_path: Path) 
 
 
 def test_docker_build_error_names_the_last_lines_of_output(tmp_path: Path) -> None:
-    failing = "[2/2] RUN dpkg -i /tmp/debs/*.deb"
+    failing = "[2/2] RUN dpkg -i /mnt/*.deb"
     fake = with_api(
         [
             trace(("d2", failing, False)),

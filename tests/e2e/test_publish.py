@@ -7,15 +7,18 @@ import io
 import json
 import re
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import docker
 import pytest
 
 from publisher import labels, smoke
 from publisher.errors import BuildError
+from publisher.inputs import Inputs
 from publisher.registry import Credentials, RegistryClient
 from publisher.staging import is_staging
 from publisher.upload import UPLOAD_TAG
@@ -221,8 +224,9 @@ def test_images_hold_no_wheels_caches_or_compiler(
     published: Published, docker_client: docker.DockerClient
 ) -> None:
     script = (
-        "find / -xdev \\( -name '*.whl' -o -path /root/.cache/pip -o -path /tmp/wheels "
-        "-o -path /staging \\) -print; ls /var/lib/apt/lists | grep -v -e '^lock$' -e '^partial$';"
+        "find / -xdev \\( -name '*.whl' -o -name '*.deb' -o -path /root/.cache/pip "
+        "-o -path /tmp/wheels -o -path /tmp/debs -o -path '/mnt/*' -o -path /staging \\) -print; "
+        "ls /var/lib/apt/lists | grep -v -e '^lock$' -e '^partial$';"
         " command -v gcc cc; true"
     )
     for tag in ("latest", "core"):
@@ -230,6 +234,42 @@ def test_images_hold_no_wheels_caches_or_compiler(
             published.reference(tag), ["sh", "-c", script], remove=True
         ).decode()
         assert out.strip() == "", f"{tag} still holds:\n{out}"
+
+
+def test_no_layer_over_the_base_ships_what_a_later_step_removes(
+    published: Published, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    # A file one layer adds and a later step deletes is still in the image, and every pull
+    # downloads it: tini's .deb is mounted into the step that installs it, never copied in.
+    ref = published.reference("core")
+    image = docker_client.images.pull(ref)
+    inputs = Inputs.from_label(image.labels[labels.INPUTS])
+    assert inputs is not None
+    below = len(docker_client.images.get(inputs.base).attrs["RootFS"]["Layers"])
+    archive = tmp_path / "core.tar"
+    with archive.open("wb") as out:
+        for chunk in image.save(named=False):
+            out.write(chunk)
+    with tarfile.open(archive) as saved:
+        (manifest,) = json.load(_member(saved, "manifest.json"))
+        config = json.load(_member(saved, manifest["Config"]))
+        steps = [h.get("created_by", "") for h in config["history"] if not h.get("empty_layer")]
+        assert len(steps) == len(manifest["Layers"])
+        added = list(zip(steps, manifest["Layers"], strict=True))[below:]
+        assert [step.split()[0] for step, _ in added] == ["RUN", "COPY", "ADD", "ADD"], steps
+        for step, layer in added:
+            with tarfile.open(fileobj=_member(saved, layer)) as files:
+                names = [m.name.rpartition("/")[2] for m in files]
+            # A whiteout (.wh.NAME) deletes NAME. An opaque folder's marker only hides what
+            # a lower layer holds at that path, and dpkg's new folders (tini's docs) get one.
+            removed = [n for n in names if n.startswith(".wh.") and n != ".wh..wh..opq"]
+            assert removed == [], f"{step!r} removes what an earlier layer shipped"
+
+
+def _member(archive: tarfile.TarFile, name: str) -> IO[bytes]:
+    found = archive.extractfile(name)
+    assert found is not None, name
+    return found
 
 
 # --- EXTRA_PIP_PACKAGES -----------------------------------------------------------------
