@@ -22,7 +22,10 @@ distinct environments installed once, as many at once as there are cores, plus t
 uploaded at the registry's measured bandwidth.
 Every measured run starts from an emptied builder cache (base images kept) and with the
 publisher's download caches emptied, as on a fresh CI runner. "Bytes uploaded" is what the
-registry's storage grew by; "images built" is the number of image builds the method ran.
+registry's storage grew by; "images built" is the number of image builds the method ran;
+"core-s" is how many core-seconds the whole machine was busy during the run (/proc/stat,
+steal left out): the work done, every process counted, which a slower machine stretches
+far less than the wall time of a run that keeps every core busy.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ METHODS = ("publisher", *BASELINES)
 MULTI_PLATFORM = "multi-platform"
 SWEEP = "cold, --jobs "  # scenario name prefix of the --sweep-jobs runs
 HERE = Path(__file__).resolve().parent
+PROC_STAT = Path("/proc/stat")
 ROOT = HERE.parent.parent
 
 
@@ -84,6 +88,7 @@ class Measure:
     seconds: float
     bytes_uploaded: int
     images_built: int
+    core_seconds: float = 0.0  # the whole machine's busy core-seconds during the run
 
 
 @contextlib.contextmanager
@@ -129,17 +134,34 @@ def measured(
     for cache in (wheels.CACHE, wheels.STORE, debs.CACHE, target.CACHE, smoke.CACHE):
         shutil.rmtree(cache, ignore_errors=True)
     before = stored_bytes(storage)
+    busy = busy_core_seconds(PROC_STAT.read_text())
     started = time.monotonic()
     built = publish_with()
     seconds = time.monotonic() - started
-    print(f"bench: {scenario:12} {method:9} {seconds:8.1f} s  built {built}", flush=True)
+    work = busy_core_seconds(PROC_STAT.read_text()) - busy
+    print(
+        f"bench: {scenario:12} {method:9} {seconds:8.1f} s  {work:7.1f} core-s  built {built}",
+        flush=True,
+    )
     return Measure(
         scenario=scenario,
         method=method,
         seconds=round(seconds, 2),
         bytes_uploaded=stored_bytes(storage) - before,
         images_built=built,
+        core_seconds=round(work, 1),
     )
+
+
+def busy_core_seconds(proc_stat: str) -> float:
+    """Core-seconds the machine has been busy since it booted, from /proc/stat's first
+    line: user, nice, system, irq and softirq (guests count as user). Not idle or iowait,
+    nor steal: the hypervisor gave that time to another machine."""
+    fields = proc_stat.split("\n", 1)[0].split()
+    if len(fields) < 8 or fields[0] != "cpu":
+        raise ValueError(f"not /proc/stat: {proc_stat[:40]!r}")
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def fresh_builder(client: docker.DockerClient, keep_prefix: tuple[str, ...]) -> None:
@@ -504,9 +526,9 @@ def report(results: list[Measure]) -> str:
     each baseline measured in the same run."""
     by = {(r.scenario, r.method): r for r in results}
     baselines = [m for m in BASELINES if any(r.method == m for r in results)]
-    headers = ["scenario", "publisher s", "publisher MB up", "publisher built"]
+    headers = ["scenario", "publisher s", "publisher MB up", "publisher core-s"]
     for method in baselines:
-        headers += [f"{method} s", f"time x{method}", f"{method} MB up", f"bytes x{method}"]
+        headers += [f"{method} s", f"time x{method}", f"bytes x{method}", f"core-s x{method}"]
     rows = []
     for scenario in SCENARIOS:
         ours_r = by.get((scenario, "publisher"))
@@ -516,7 +538,7 @@ def report(results: list[Measure]) -> str:
             scenario,
             f"{ours_r.seconds:.1f}",
             f"{ours_r.bytes_uploaded / 1e6:.1f}",
-            str(ours_r.images_built),
+            f"{ours_r.core_seconds:.0f}",
         ]
         for method in baselines:
             other = by.get((scenario, method))
@@ -526,8 +548,8 @@ def report(results: list[Measure]) -> str:
             row += [
                 f"{other.seconds:.1f}",
                 _ratio(ours_r.seconds, other.seconds),
-                f"{other.bytes_uploaded / 1e6:.1f}",
                 _ratio(ours_r.bytes_uploaded, other.bytes_uploaded),
+                _ratio(ours_r.core_seconds, other.core_seconds),
             ]
         rows.append(row)
     return tabulate(rows, headers=headers, disable_numparse=True)
