@@ -148,7 +148,8 @@ def build(
     endpoint through the SDK's API client with ``version=2``, which runs the build on the
     daemon's BuildKit with the posted tar as its context (no session, no buildx). For a
     core image's 224 MB context the classic builder took 17-22 s and BuildKit 8 s
-    (docs/benchmarks.md). A daemon without BuildKit builds with the classic builder.
+    (docs/benchmarks.md). A daemon without BuildKit builds with the classic builder, which
+    can build a full image but not a core: its Dockerfile mounts tini's .deb (`RUN --mount`).
     """
     with context_tar(request.context, request.dockerfile) as body:
         try:
