@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 ERROR_PREFIX = "publisher: error: "
 
 
@@ -24,3 +27,13 @@ def assert_one_error_line(
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def layer_steps(config: Mapping[str, Any]) -> list[str]:
+    """The step (history's ``created_by``, e.g. ``ADD deps.tar / # buildkit``) that made each
+    of an image config's layers, from the base up, in the order of its diff IDs. Steps
+    that made no layer (ENV, LABEL, ENTRYPOINT) are left out."""
+    steps = [h.get("created_by", "") for h in config.get("history", []) if not h.get("empty_layer")]
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    assert len(steps) == len(diff_ids), f"{len(steps)} layer steps for {len(diff_ids)} layers"
+    return steps

@@ -29,6 +29,7 @@ from publisher import labels
 from publisher.matrix import load
 from publisher.plan import Image, Plan, plan
 from publisher.registry import RegistryClient
+from tests.helpers import layer_steps
 
 from .conftest import (
     Published,
@@ -217,15 +218,10 @@ def _described(
 def _added_layers(config: Mapping[str, Any]) -> list[str]:
     """The diff IDs of the layers an image's Dockerfiles ``ADD`` (its installed packages),
     from the base up."""
-    diff_ids = iter(config.get("rootfs", {}).get("diff_ids", []))
-    added = []
-    for step in config.get("history", []):
-        if step.get("empty_layer"):
-            continue
-        diff_id = next(diff_ids)
-        if step.get("created_by", "").startswith("ADD "):
-            added.append(diff_id)
-    return added
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    return [
+        d for step, d in zip(layer_steps(config), diff_ids, strict=True) if step.startswith("ADD ")
+    ]
 
 
 def _distributions(client: docker.DockerClient, reference: str) -> str:
