@@ -160,6 +160,15 @@ class _Parent:
 
 
 @dataclass(frozen=True, kw_only=True)
+class _Prepared:
+    """A group's core recipe and its build context with the image's labels; no context
+    when the core is not built here (released, or already on this daemon)."""
+
+    core: Recipe
+    context: tuple[Path, dict[str, str]] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class _Pip:
     """Where an image's packages are resolved and installed: in the image it is built on,
     or, for a foreign platform, in that base's image for the daemon's own platform, told
@@ -208,12 +217,18 @@ class Builder:
         # and builds (see _start_extras), by (image id, platform).
         self._extras = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extras")
         self._early: dict[tuple[str, str], Future[tuple[list[Path], Path]]] = {}
+        # The lane's next group, its core's packages resolved and installed while this
+        # group's images build and are tested (see start).
+        self._next = ThreadPoolExecutor(max_workers=1, thread_name_prefix="next")
+        self._ahead: tuple[Group, Future[_Prepared]] | None = None
 
     def build(self, group: Group) -> list[Built]:
         """Build and smoke-test a group; failures come back as results, not exceptions."""
         return [check.result() for check in self.start(group)]
 
-    def start(self, group: Group, on_built: OnBuilt | None = None) -> list[Future[Built]]:
+    def start(
+        self, group: Group, on_built: OnBuilt | None = None, *, then: Group | None = None
+    ) -> list[Future[Built]]:
         """Build a group's images and start their smoke tests; the results, one per image.
 
         Returns once the images are built: the smoke tests go on meanwhile (they only read
@@ -221,10 +236,18 @@ class Builder:
         goes on to its next group. Under QEMU a smoke test takes minutes, and natively a UI
         check (`prefect server start`, 10-20 s) would otherwise hold up the next build.
         ``on_built`` hears of each image as soon as it is built, before its smoke test:
-        an image not yet tested, which the caller may stage but not release."""
+        an image not yet tested, which the caller may stage but not release.
+
+        ``then``, the lane's next group, has its core's packages resolved and installed
+        from the moment this group's core has its own, while this group builds and is
+        tested: a lane that waited for its builds before the next resolution left a core
+        idle at the end of a run, its last group resolving, installing, building and
+        testing alone. Not sooner, so that the next group's install finds this group's
+        wheels installed (installs.py). Its failure is the next group's, found in its
+        start."""
         started = time.monotonic()
         try:
-            core, parent = self._core(group)
+            core, parent = self._core(group, then)
         except PublisherError as exc:
             self.reporter.step(group.subject, f"FAILED: {exc}")
             error = _on(group, str(exc))
@@ -253,10 +276,48 @@ class Builder:
 
     def close(self) -> None:
         """Wait for the smoke tests still running."""
+        self._next.shutdown(wait=True)
         self._extras.shutdown(wait=True)
         self._smokes.shutdown(wait=True)
 
-    def _core(self, group: Group) -> tuple[Recipe, _Parent]:
+    def _core(self, group: Group, then: Group | None = None) -> tuple[Recipe, _Parent]:
+        """The group's core, built unless released or built here before, and the image
+        its other images are built on; ``then``'s core prepared meanwhile (start)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] is group:
+            prepared = ahead[1].result()
+        else:
+            prepared = self._prepare(group)
+        if then is not None:
+            self._ahead = (then, self._next.submit(self._prepare, then))
+        core = prepared.core
+        if group.published_core is not None:
+            self.reporter.step(group.subject, f"building on the released {group.published_core}")
+            docker_client.ensure_image(self.client, group.published_core, self.auth)
+            parent = group.published_core
+            recorded = Inputs.from_label(
+                docker_client.labels(self.client, parent).get(labels.INPUTS)
+            )
+            if recorded is not None:
+                # What the released core was built from is what this image is built on.
+                core = dataclasses.replace(core, inputs=recorded)
+        else:
+            if prepared.context is None:
+                self.reporter.step(group.subject + " core", "already built on this machine")
+            else:
+                self._build(
+                    core,
+                    group.subject + " core",
+                    prepared.context,
+                    platform=_build_platform(group),
+                )
+            parent = core.cache_ref
+        # The parent by image id: a released core pulled from the registry is the same
+        # parent as the local build it was pushed from, so a resumed run rebuilds nothing.
+        return core, _Parent(ref=parent, id=docker_client.image_id(self.client, parent))
+
+    def _prepare(self, group: Group) -> _Prepared:
+        """The group's core recipe and, when it is to be built here, its build context."""
         first = group.images[0]
         base = self.settings.base_for(first)
         if group.pinned_base:
@@ -273,27 +334,9 @@ class Builder:
         core_image = next((i for i in group.images if not i.extras), None)
         if core_image is not None:
             core = dataclasses.replace(core, replaces=group.replaces.get(core_image.id, ""))
-        if group.published_core is not None:
-            self.reporter.step(group.subject, f"building on the released {group.published_core}")
-            docker_client.ensure_image(self.client, group.published_core, self.auth)
-            parent = group.published_core
-            recorded = Inputs.from_label(
-                docker_client.labels(self.client, parent).get(labels.INPUTS)
-            )
-            if recorded is not None:
-                # What the released core was built from is what this image is built on.
-                core = dataclasses.replace(core, inputs=recorded)
-        else:
-            self._ensure(
-                core,
-                group.subject + " core",
-                lambda d: self._core_context(group, core, d),
-                platform=_build_platform(group),
-            )
-            parent = core.cache_ref
-        # The parent by image id: a released core pulled from the registry is the same
-        # parent as the local build it was pushed from, so a resumed run rebuilds nothing.
-        return core, _Parent(ref=parent, id=docker_client.image_id(self.client, parent))
+        if group.published_core is not None or self._built_here(core):
+            return _Prepared(core=core)
+        return _Prepared(core=core, context=self._core_context(group, core, self._work(core)))
 
     def _image(
         self, group: Group, image: Image, core: Recipe, parent: _Parent
@@ -383,12 +426,30 @@ class Builder:
         platform: str | None,
     ) -> None:
         """Build ``recipe`` unless this daemon already holds it (``--force`` rebuilds)."""
-        if not self.settings.force and docker_client.has_image(self.client, recipe.cache_ref):
+        if self._built_here(recipe):
             self.reporter.step(subject, "already built on this machine")
             return
+        self._build(recipe, subject, prepare(self._work(recipe)), platform=platform)
+
+    def _built_here(self, recipe: Recipe) -> bool:
+        return not self.settings.force and docker_client.has_image(self.client, recipe.cache_ref)
+
+    def _work(self, recipe: Recipe) -> Path:
+        """An empty folder for what building ``recipe`` needs."""
         work = self.workdir / recipe.fingerprint.removeprefix("sha256:")[:16]
         shutil.rmtree(work, ignore_errors=True)
-        context, extra_labels = prepare(work)
+        return work
+
+    def _build(
+        self,
+        recipe: Recipe,
+        subject: str,
+        prepared: tuple[Path, dict[str, str]],
+        *,
+        platform: str | None,
+    ) -> None:
+        """Build ``recipe`` from its prepared context and labels, then remove the context."""
+        context, extra_labels = prepared
         self.reporter.step(subject, f"building ({recipe.dockerfile})")
         started = time.monotonic()
         docker_client.build(

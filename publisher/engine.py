@@ -22,9 +22,12 @@ from .progress import Reporter
 
 
 class Engine(Protocol):
-    def start(self, group: Group, on_built: OnBuilt | None = None) -> list[Future[Built]]:
+    def start(
+        self, group: Group, on_built: OnBuilt | None = None, *, then: Group | None = None
+    ) -> list[Future[Built]]:
         """Build a group; each image's result once its smoke test is done, and each built
-        image to ``on_built`` before it is tested (Builder.start)."""
+        image to ``on_built`` before it is tested; ``then``, the group started next, made
+        ready meanwhile (Builder.start)."""
         ...
 
     def tag(self, local_id: str, repository: str, tag: str) -> None: ...
@@ -42,8 +45,10 @@ class DockerEngine:
         self.client = builder.client
         self.auth = auth
 
-    def start(self, group: Group, on_built: OnBuilt | None = None) -> list[Future[Built]]:
-        return self.builder.start(group, on_built)
+    def start(
+        self, group: Group, on_built: OnBuilt | None = None, *, then: Group | None = None
+    ) -> list[Future[Built]]:
+        return self.builder.start(group, on_built, then=then)
 
     def tag(self, local_id: str, repository: str, tag: str) -> None:
         self.client.images.get(local_id).tag(repository, tag)

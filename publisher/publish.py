@@ -316,12 +316,14 @@ class Publication:
                 uploads.stop()
 
         def lane(lane_groups: list[Group]) -> list[Built]:
-            # A lane builds its next group while the last one's smoke tests run; a failed
-            # test stops the uploads as soon as it is in.
+            # A lane builds its next group while the last one's smoke tests run, having
+            # prepared its packages while the last one built; a failed test stops the
+            # uploads as soon as it is in.
             with self.engines() as engine:
                 checks = []
-                for group in lane_groups:
-                    for check in engine.start(group, stage):
+                following: list[Group | None] = [*lane_groups[1:], None]
+                for group, then in zip(lane_groups, following, strict=True):
+                    for check in engine.start(group, stage, then=then):
                         check.add_done_callback(stop_if_failed)
                         checks.append(check)
                 return [check.result() for check in checks]

@@ -172,6 +172,8 @@ class FakeDaemon:
     fail: dict[str, str] = field(default_factory=dict)
     fail_test: dict[str, str] = field(default_factory=dict)
     groups: list[Group] = field(default_factory=list)
+    # Each start's group and the group it was told comes next in its lane (or None).
+    starts: list[tuple[Group, Group | None]] = field(default_factory=list)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (method, image id or tag)
     local: dict[str, Image] = field(default_factory=dict)  # local id -> image
     content: dict[str, str] = field(default_factory=dict)  # local id -> what it holds
@@ -217,8 +219,12 @@ class FakeEngine:
         # Smoke tests of their own threads, as Builder.start runs them.
         self._tests = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fake-test")
 
-    def start(self, group: Group, on_built: OnBuilt | None = None) -> list[Future[Built]]:
+    def start(
+        self, group: Group, on_built: OnBuilt | None = None, *, then: Group | None = None
+    ) -> list[Future[Built]]:
         daemon = self.daemon
+        with daemon._lock:
+            daemon.starts.append((group, then))
         found: list[Future[Built]] = []
         for built in self.build(group):
             if built.ok and on_built is not None:

@@ -784,6 +784,87 @@ def test_the_extras_are_resolved_and_installed_while_the_core_builds(
     assert installed(full, "extras") == ["docker==7.1.0"]
 
 
+def test_the_next_group_s_core_packages_are_prepared_while_this_group_builds(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    events: list[str] = []
+    lock = threading.Lock()
+    next_resolved = threading.Event()
+    build, download, install = daemon.build, daemon.download, daemon.install
+
+    def download_and_tell(client: FakeClient, request: wheels.PipRequest, **kw: Any) -> list[Path]:
+        with lock:
+            events.append("resolve " + request.requirements[0])
+        found = download(client, request, **kw)
+        if request.requirements == ("prefect==3.9.1",):
+            next_resolved.set()
+        return found
+
+    def install_and_tell(client: FakeClient, **kw: Any) -> None:
+        with lock:
+            events.append(f"install {kw['staging']}")
+        install(client, **kw)
+
+    def first_core_waits(client: FakeClient, request: docker_client.BuildRequest, **kw: Any) -> str:
+        if request.dockerfile == CORE_DOCKERFILE and request.labels[labels.VERSION] == "3.9.0":
+            # Resolved only once this group is done, it would never be resolved here.
+            assert next_resolved.wait(timeout=5), "the next group waited for this one's build"
+        return build(client, request, **kw)
+
+    first, second = group_of(matrix, "3.9.0", "3.13"), group_of(matrix, "3.9.1", "3.13")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(docker_client, "build", first_core_waits)
+        patch.setattr(wheels, "download", download_and_tell)
+        patch.setattr(wheels, "install", install_and_tell)
+        builder = make_builder(client, matrix, tmp_path)
+        results = [check.result() for check in builder.start(first, then=second)]
+        results += [check.result() for check in builder.start(second)]
+        builder.close()
+    assert [(r.image.id, r.error) for r in results] == [
+        ("core-3.9.0-py3.13", ""),
+        ("full-3.9.0-py3.13", ""),
+        ("core-3.9.1-py3.13", ""),
+        ("full-3.9.1-py3.13", ""),
+    ]
+    # Prepared once, not again when its turn came; and only after this group's core had
+    # its packages installed, so that the next one's install could reuse them.
+    assert events.count("resolve prefect==3.9.1") == 1
+    assert len(daemon.built(CORE_DOCKERFILE)) == 2
+    cores = [e for e in events if "[" not in e and e != "install extras"]
+    assert cores[:4] == [
+        "resolve prefect==3.9.0",
+        "install deps",
+        "install prefect",
+        "resolve prefect==3.9.1",
+    ]
+
+
+def test_a_next_group_that_cannot_be_prepared_fails_itself_not_the_group_building(
+    matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
+) -> None:
+    download = daemon.download
+
+    def refuse_the_next(client: FakeClient, request: wheels.PipRequest, **kw: Any) -> list[Path]:
+        if "3.9.1" in request.requirements[0]:
+            raise BuildError("no matching distribution for prefect==3.9.1")
+        return download(client, request, **kw)
+
+    first, second = group_of(matrix, "3.9.0", "3.13"), group_of(matrix, "3.9.1", "3.13")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wheels, "download", refuse_the_next)
+        builder = make_builder(client, matrix, tmp_path)
+        done = [check.result() for check in builder.start(first, then=second)]
+        failed = [check.result() for check in builder.start(second)]
+        builder.close()
+    assert [(r.image.id, r.error) for r in done] == [
+        ("core-3.9.0-py3.13", ""),
+        ("full-3.9.0-py3.13", ""),
+    ]
+    assert [r.image.id for r in failed] == ["core-3.9.1-py3.13", "full-3.9.1-py3.13"]
+    assert all("no matching distribution for prefect==3.9.1" in r.error for r in failed)
+    assert len(daemon.built(CORE_DOCKERFILE)) == 1
+
+
 def test_extras_that_need_other_versions_of_the_core_s_packages_are_resolved_in_the_core(
     matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
 ) -> None:

@@ -654,6 +654,24 @@ def test_a_lane_builds_its_next_group_while_the_last_one_is_smoke_tested(
     assert {o.status for o in outcomes} == {Status.PUSHED}, [o.error for o in outcomes]
 
 
+def test_each_start_names_the_next_group_of_its_lane(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    # So that the engine prepares the next group's packages while this one builds.
+    daemon = FakeDaemon()
+    run(matrix_of(), FakeRegistry(), daemon=daemon)
+
+    def key(group: Group | None) -> tuple[str, str] | None:
+        return None if group is None else (group.version, group.python)
+
+    assert sorted((key(group), key(then)) for group, then in daemon.starts) == [
+        (("3.9.0", "3.11"), ("3.9.1", "3.11")),
+        (("3.9.0", "3.13"), ("3.9.1", "3.13")),
+        (("3.9.1", "3.11"), None),
+        (("3.9.1", "3.13"), None),
+    ]
+
+
 def test_verified_refuses_a_missing_or_different_tag() -> None:
     registry = FakeRegistry()
     digest = registry.seed(REPO, ["a"], {}, "x")
