@@ -109,6 +109,14 @@ class Installs:
         install(wheels, dest)
         return Layer(merged([dest]))
 
+    def clear(self) -> None:
+        """Remove every installed tree, once no build of the run will install again (a later
+        install would only install its wheels anew)."""
+        if not self.root.is_dir():
+            return
+        for tree in self.root.iterdir():
+            shutil.rmtree(tree, ignore_errors=True)
+
     def _keep(self, tree: Path, where: Path) -> None:
         with self._lock:
             if where.exists():

@@ -72,6 +72,25 @@ def test_the_installer_is_the_image_the_target_and_the_layer() -> None:
     assert key != installs.installer(image_id="sha256:i", target="", layer="extras")
 
 
+def test_clear_removes_the_trees_and_a_later_place_installs_its_wheels_again(
+    tmp_path: Path,
+) -> None:
+    store, pip = Installs(tmp_path / "store"), Pip()
+    anyio = wheel(tmp_path / "w", "anyio", "4.0")
+
+    def place(dest: str) -> installs.Layer:
+        return store.place(installer_key="k", wheels=[anyio], dest=tmp_path / dest, install=pip)
+
+    assert place("one").reused == 0
+    assert place("two").reused == 1
+    store.clear()
+    assert list(store.root.iterdir()) == []
+    again = place("three")
+    assert again.reused == 0 and f"{SITE}/anyio/__init__.py" in again.entries
+    assert pip.calls == [["anyio"], ["anyio"]]
+    Installs(tmp_path / "never-used").clear()  # nothing installed: nothing to remove
+
+
 def test_each_wheel_is_installed_once_and_its_files_taken_by_later_layers(tmp_path: Path) -> None:
     store, pip = Installs(tmp_path / "store"), Pip()
     anyio, sniffio = wheel(tmp_path / "w", "anyio", "4.0"), wheel(tmp_path / "w", "sniffio", "1.3")

@@ -672,6 +672,37 @@ def test_each_start_names_the_next_group_of_its_lane(
     ]
 
 
+def test_what_only_the_builds_need_goes_once_every_lane_has_built_not_after_the_tests(
+    matrix_of: Callable[..., Matrix],
+) -> None:
+    built_all = threading.Event()
+    calls: list[int] = []
+    daemon = FakeDaemon()
+
+    def cleared() -> None:
+        # Every image of the run is built by now; none has finished its smoke test.
+        calls.append(len(daemon.built_ids()))
+        built_all.set()
+
+    # Each smoke test waits for the call: made only at the end of the run, it would come
+    # after the tests had given up.
+    daemon.during_test = lambda built: (
+        "" if built_all.wait(timeout=5) else "tested before every lane had built"
+    )
+    daemon.registry = FakeRegistry()
+    publication = publish.Publication(
+        matrix=matrix_of(),
+        options=publish.Options(build=Settings(dockerfiles=ROOT / "dockerfiles"), destination=DEST),
+        reporter=Reporter(stream=io.StringIO()),
+        registry=daemon.registry,
+        engines=daemon.engines(),
+        built_all=cleared,
+    )
+    outcomes = publication.run(plan(matrix_of()))
+    assert {o.status for o in outcomes} == {Status.PUSHED}, [o.error for o in outcomes]
+    assert calls == [6]
+
+
 def test_verified_refuses_a_missing_or_different_tag() -> None:
     registry = FakeRegistry()
     digest = registry.seed(REPO, ["a"], {}, "x")
