@@ -302,15 +302,9 @@ class Builder:
                 # What the released core was built from is what this image is built on.
                 core = dataclasses.replace(core, inputs=recorded)
         else:
-            if prepared.context is None:
-                self.reporter.step(group.subject + " core", "already built on this machine")
-            else:
-                self._build(
-                    core,
-                    group.subject + " core",
-                    prepared.context,
-                    platform=_build_platform(group),
-                )
+            self._build(
+                core, group.subject + " core", prepared.context, platform=_build_platform(group)
+            )
             parent = core.cache_ref
         # The parent by image id: a released core pulled from the registry is the same
         # parent as the local build it was pushed from, so a resumed run rebuilds nothing.
@@ -426,10 +420,8 @@ class Builder:
         platform: str | None,
     ) -> None:
         """Build ``recipe`` unless this daemon already holds it (``--force`` rebuilds)."""
-        if self._built_here(recipe):
-            self.reporter.step(subject, "already built on this machine")
-            return
-        self._build(recipe, subject, prepare(self._work(recipe)), platform=platform)
+        prepared = None if self._built_here(recipe) else prepare(self._work(recipe))
+        self._build(recipe, subject, prepared, platform=platform)
 
     def _built_here(self, recipe: Recipe) -> bool:
         return not self.settings.force and docker_client.has_image(self.client, recipe.cache_ref)
@@ -444,11 +436,15 @@ class Builder:
         self,
         recipe: Recipe,
         subject: str,
-        prepared: tuple[Path, dict[str, str]],
+        prepared: tuple[Path, dict[str, str]] | None,
         *,
         platform: str | None,
     ) -> None:
-        """Build ``recipe`` from its prepared context and labels, then remove the context."""
+        """Build ``recipe`` from its prepared context and labels, then remove the context;
+        no context: this daemon holds the image already (_built_here)."""
+        if prepared is None:
+            self.reporter.step(subject, "already built on this machine")
+            return
         context, extra_labels = prepared
         self.reporter.step(subject, f"building ({recipe.dockerfile})")
         started = time.monotonic()
