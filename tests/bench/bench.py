@@ -25,7 +25,9 @@ publisher's download caches emptied, as on a fresh CI runner. "Bytes uploaded" i
 registry's storage grew by; "images built" is the number of image builds the method ran;
 "core-s" is how many core-seconds the whole machine was busy during the run (/proc/stat,
 steal left out): the work done, every process counted, which a slower machine stretches
-far less than the wall time of a run that keeps every core busy.
+far less than the wall time of a run that keeps every core busy; under each run's line
+and in a table at the end, those core-seconds by part (tests/bench/work.py: the daemon,
+build steps, smoke tests, resolving, installing, the bench process, the index, ...).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -63,6 +65,7 @@ from publisher.wheels import IndexOptions
 from tests.base_index import push_base_index
 from tests.bench.limit import Limit
 from tests.bench.limit import measure as measure_limit
+from tests.bench.work import PARTS, Sampler
 from tests.registry_server import run_registry
 from tests.services import (
     Bootstrap,
@@ -89,6 +92,7 @@ class Measure:
     bytes_uploaded: int
     images_built: int
     core_seconds: float = 0.0  # the whole machine's busy core-seconds during the run
+    work: dict[str, float] = field(default_factory=dict)  # core_seconds by part (work.py)
 
 
 @contextlib.contextmanager
@@ -136,11 +140,14 @@ def measured(
     before = stored_bytes(storage)
     busy = busy_core_seconds(PROC_STAT.read_text())
     started = time.monotonic()
-    built = publish_with()
+    with Sampler() as sampler:
+        built = publish_with()
     seconds = time.monotonic() - started
     work = busy_core_seconds(PROC_STAT.read_text()) - busy
+    parts = sampler.work(work)
     print(
-        f"bench: {scenario:12} {method:9} {seconds:8.1f} s  {work:7.1f} core-s  built {built}",
+        f"bench: {scenario:12} {method:9} {seconds:8.1f} s  {work:7.1f} core-s  built {built}"
+        f"\nbench:   core-s by part: {parts.line()}",
         flush=True,
     )
     return Measure(
@@ -150,6 +157,7 @@ def measured(
         bytes_uploaded=stored_bytes(storage) - before,
         images_built=built,
         core_seconds=round(work, 1),
+        work=parts.parts,
     )
 
 
@@ -349,6 +357,8 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print(report(results))
+    if work_table := report_work(results):
+        print(work_table)
     limit = None
     cold = next((r for r in results if (r.scenario, r.method) == ("cold", "publisher")), None)
     if cold is not None and args.limit:
@@ -552,6 +562,21 @@ def report(results: list[Measure]) -> str:
                 _ratio(ours_r.core_seconds, other.core_seconds),
             ]
         rows.append(row)
+    return tabulate(rows, headers=headers, disable_numparse=True)
+
+
+def report_work(results: list[Measure]) -> str:
+    """Where each run's core-seconds went: one column per run, one row per part."""
+    runs = [r for r in results if r.work and r.core_seconds >= 1]
+    if not runs:
+        return ""
+    headers = ["core-s by part", *(f"{r.scenario} {r.method}" for r in runs)]
+    rows = [
+        [part, *(f"{r.work.get(part, 0.0):.0f}" for r in runs)]
+        for part in PARTS
+        if any(r.work.get(part, 0.0) >= 0.5 for r in runs)
+    ]
+    rows.append(["all", *(f"{r.core_seconds:.0f}" for r in runs)])
     return tabulate(rows, headers=headers, disable_numparse=True)
 
 
