@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench.bench import Measure, busy_core_seconds, report, report_work
-from tests.bench.work import Sampler, part_of, split
+from tests.bench.work import CGROUPS_V1, CGROUPS_V2, Sampler, docker_cgroups, part_of, split
 
 # user nice system idle iowait irq softirq steal guest guest_nice
 STAT = "cpu  1000 20 300 90000 400 5 75 600 0 0\ncpu0 500 10 150 45000 200 3 40 300 0 0\n"
@@ -94,13 +94,24 @@ def test_the_work_is_split_by_part_and_what_nothing_explains_is_other() -> None:
     assert idle.line() == "none to speak of"
 
 
-def test_the_sampler_keeps_what_a_container_used_before_its_cgroup_went(tmp_path: Path) -> None:
+def usage_file(version: int, folder: Path, ns: int) -> None:
+    """A cgroup's CPU time as cgroup v1 (cpuacct.usage, ns) or v2 (cpu.stat, us) has it."""
+    if version == 1:
+        (folder / "cpuacct.usage").write_text(f"{ns}\n")
+    else:
+        (folder / "cpu.stat").write_text(f"usage_usec {ns // 1000}\nuser_usec 0\nsystem_usec 0\n")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_sampler_keeps_what_a_container_used_before_its_cgroup_went(
+    tmp_path: Path, version: int
+) -> None:
     root = tmp_path / "docker"
 
     def cgroup(name: str, ns: int, pid: int | None = None) -> Path:
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "cpuacct.usage").write_text(f"{ns}\n")
+        usage_file(version, folder, ns)
         (folder / "cgroup.procs").write_text(f"{pid}\n" if pid else "")
         return folder
 
@@ -115,7 +126,7 @@ def test_the_sampler_keeps_what_a_container_used_before_its_cgroup_went(tmp_path
             cgroup("buildkit", 3_000_000_000)
             cgroup("buildkit/step", 2_000_000_000)  # counted in buildkit's, not again
             gone = cgroup("c1", 3_000_000_000, resolver.pid)
-            (before / "cpuacct.usage").write_text("4500000000\n")
+            usage_file(version, before, 4_500_000_000)
             time.sleep(0.3)
             shutil.rmtree(gone)  # the container was removed: its cgroup with it
             time.sleep(0.2)
@@ -152,10 +163,11 @@ def test_the_daemons_work_leaves_out_the_build_steps_its_runc_children_did(
     assert 0.6 <= work.parts["daemon"] <= 0.8, work.parts
 
 
-def test_without_cgroup_v1_there_is_no_breakdown(tmp_path: Path) -> None:
+def test_without_docker_cgroups_there_is_no_breakdown(tmp_path: Path) -> None:
     with Sampler(interval=0.05, cgroups=tmp_path / "absent") as sampler:
         pass
     assert sampler.work(10.0).parts == {}
+    assert docker_cgroups() in (CGROUPS_V1, CGROUPS_V2)
     assert "no breakdown" in sampler.work(10.0).line()
 
 

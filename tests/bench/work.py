@@ -1,18 +1,19 @@
 """Where a run's work goes: its core-seconds by part, sampled while it runs.
 
 The bench's core-seconds say how much work a method does; this says what that work is.
-Containers' CPU is read from cgroup v1's cpuacct, as on this machine: all containers
-together from the docker cgroup and BuildKit's RUN steps from its buildkit cgroup (a
-parent keeps what its removed children used), each container from its own cgroup, which
-the daemon removes with the container. So those are read every ``interval`` seconds and
-each one's highest reading kept; a container that lives less than that is missed, and
-its work shows as "other containers". A container's part is told by its command line
-(`part_of`). The daemon's own work (BuildKit, compressing layers for a push, unpacking
-them) is read from dockerd's and containerd's /proc entries, their reaped children
-(docker-untar) included, less the build steps (BuildKit's runc is dockerd's child); the
-bench's own process (the publisher runs in it, and this
-sampler; the loops' docker CLI calls are its children) from getrusage. "other" is the
-rest of the machine's busy time: the kernel's threads, mostly.
+Containers' CPU is read from their cgroups (v1's cpuacct, as on this machine, or v2's cpu
+controller under /sys/fs/cgroup/docker, where dockerd's cgroupfs driver puts them): all
+containers together from the docker cgroup and BuildKit's RUN steps from its buildkit
+cgroup (a parent keeps what its removed children used), each container from its own
+cgroup, which the daemon removes with the container. So those are read every
+``interval`` seconds and each one's highest reading kept; a container that lives less
+than that is missed, and its work shows as "other containers". A container's part is
+told by its command line (`part_of`). The daemon's own work (BuildKit, compressing layers
+for a push, unpacking them) is read from dockerd's and containerd's /proc entries, their
+reaped children (docker-untar) included, less the build steps (BuildKit's runc is
+dockerd's child); the bench's own process (the publisher runs in it, and this sampler;
+the loops' docker CLI calls are its children) from getrusage. "other" is the rest of the
+machine's busy time: the kernel's threads, mostly.
 
 Cheap enough to run with every measurement: a few dozen cgroup files and a few /proc
 entries twice a second, 1.7 core-s in a 240 s run (0.4%), where scanning every process
@@ -28,7 +29,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CGROUPS = Path("/sys/fs/cgroup/cpuacct/docker")
+CGROUPS_V1 = Path("/sys/fs/cgroup/cpuacct/docker")
+CGROUPS_V2 = Path("/sys/fs/cgroup/docker")
+# cgroup v1 counts a group's CPU in nanoseconds (cpuacct.usage), v2 in microseconds
+# (cpu.stat's usage_usec).
+USAGE_V1, USAGE_V2 = "cpuacct.usage", "cpu.stat"
 BUILDKIT = "buildkit"  # BuildKit's RUN steps' cgroups are under docker/buildkit
 PROC = Path("/proc")
 # Processes outside containers whose work is a part of its own, by /proc/PID/comm.
@@ -70,7 +75,7 @@ class Work:
 
     def line(self) -> str:
         if not self.parts:
-            return "no breakdown (no cgroup v1 cpuacct here)"
+            return "no breakdown (no docker cgroups found)"
         shown = [f"{name} {seconds:.0f}" for name, seconds in self.parts.items() if seconds >= 0.5]
         return ", ".join(shown) or "none to speak of"
 
@@ -104,11 +109,11 @@ class Sampler:
     def __init__(
         self,
         interval: float = 0.5,
-        cgroups: Path = CGROUPS,
+        cgroups: Path | None = None,  # default: the docker cgroups this machine has
         watched: Mapping[int, str] | None = None,  # pid -> part; default: found in /proc
     ) -> None:
         self._interval = interval
-        self._root = cgroups
+        self._root = cgroups if cgroups is not None else docker_cgroups()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="work-sampler", daemon=True)
         self._baseline: dict[str, int] = {}
@@ -176,16 +181,35 @@ class Sampler:
         # The docker cgroup (".", every container), buildkit (every build step) and each
         # container's; not each build step's: buildkit has what they used.
         for folder, _, files in os.walk(self._root):
-            if "cpuacct.usage" not in files or folder.startswith(f"{self._root / BUILDKIT}/"):
+            if folder.startswith(f"{self._root / BUILDKIT}/"):
                 continue
             try:
-                ns = int(Path(folder, "cpuacct.usage").read_text())
+                ns = _usage(Path(folder), files)
                 pids = Path(folder, "cgroup.procs").read_text().split()
             except (OSError, ValueError):
                 continue  # removed meanwhile
+            if ns is None:
+                continue
             name = os.path.relpath(folder, self._root)
             found[name] = (ns, _command(pids[0]) if pids and "/" not in name else "")
         return found
+
+
+def docker_cgroups() -> Path:
+    """Where this machine's docker cgroups are: v1's cpuacct hierarchy, or else v2's."""
+    return CGROUPS_V1 if CGROUPS_V1.is_dir() else CGROUPS_V2
+
+
+def _usage(folder: Path, files: list[str]) -> int | None:
+    """A cgroup's CPU time so far in nanoseconds; None if it has no CPU accounting."""
+    if USAGE_V1 in files:
+        return int((folder / USAGE_V1).read_text())
+    if USAGE_V2 in files:
+        for line in (folder / USAGE_V2).read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                return int(value) * 1000
+    return None
 
 
 def _watched() -> dict[int, str]:
