@@ -125,7 +125,10 @@ def test_the_sampler_keeps_what_a_container_used_before_its_cgroup_went(
             cgroup(".", 12_000_000_000)
             cgroup("buildkit", 3_000_000_000)
             cgroup("buildkit/step", 2_000_000_000)  # counted in buildkit's, not again
-            gone = cgroup("c1", 3_000_000_000, resolver.pid)
+            # Sampled first before its process is in it, as a container being started is.
+            gone = cgroup("c1", 0)
+            time.sleep(0.2)
+            cgroup("c1", 3_000_000_000, resolver.pid)
             usage_file(version, before, 4_500_000_000)
             time.sleep(0.3)
             shutil.rmtree(gone)  # the container was removed: its cgroup with it

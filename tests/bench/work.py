@@ -169,8 +169,9 @@ class Sampler:
         for name, (ns, command) in self._read().items():
             earlier = self._seen.get(name)
             if earlier is not None:
-                # The command of a container's first sample may be runc's, not its own yet.
-                command = earlier[1] if not earlier[1].startswith("runc") else command
+                # A container's first sample may find no process in it yet, or runc's.
+                if earlier[1] and not earlier[1].startswith("runc"):
+                    command = earlier[1]
                 ns = max(ns, earlier[0])
             self._seen[name] = (ns, command)
 
