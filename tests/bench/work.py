@@ -148,8 +148,8 @@ class Sampler:
         containers = {name: found for name, found in used.items() if "/" not in name}
         processes: dict[str, float] = {"bench process": self._own}
         for pid, part in self._pids.items():
-            used = self._end_cpu.get(pid, 0.0) - self._start_cpu[pid]
-            processes[part] = processes.get(part, 0.0) + max(0.0, used)
+            spent = self._end_cpu.get(pid, 0.0) - self._start_cpu[pid]
+            processes[part] = processes.get(part, 0.0) + max(0.0, spent)
         # BuildKit runs each RUN step's runc as dockerd's child, so what the steps used is
         # in dockerd's reaped children's time as well as in the buildkit cgroup.
         processes["daemon"] = max(0.0, processes.get("daemon", 0.0) - build_steps)
