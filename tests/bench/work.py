@@ -69,7 +69,7 @@ def part_of(command: str) -> str:
 
 @dataclass
 class Work:
-    """Core-seconds by part (PARTS order); empty where the machine has no cgroup v1."""
+    """Core-seconds by part (PARTS order); empty where no docker cgroups were found."""
 
     parts: dict[str, float] = field(default_factory=dict)
 
