@@ -23,7 +23,7 @@ import urllib3
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from . import buildkit as buildkit_progress
-from .errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryError
+from .errors import BuildError, DockerUnavailable
 
 # Builds stream nothing while pip installs a large wheel set; a short read timeout
 # would abort a healthy build.
@@ -357,38 +357,6 @@ def run(
             container.remove(force=True)
         except (DockerException, *CONNECTION_ERRORS):
             pass  # the daemon is gone or the container already is; the error above says so
-
-
-def push(
-    client: docker.DockerClient, repository: str, tag: str, auth: dict[str, str] | None
-) -> str:
-    """Push one tag; return the manifest digest the registry reported."""
-    digest = ""
-    try:
-        for chunk in client.api.push(
-            repository, tag=tag, stream=True, decode=True, auth_config=auth
-        ):
-            if "error" in chunk:
-                message = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                kind = RegistryAuthError if _is_auth(message) else RegistryError
-                raise kind(f"push of {repository}:{tag} failed: {message.strip()}")
-            aux = chunk.get("aux")
-            if isinstance(aux, dict) and "Digest" in aux:
-                digest = str(aux["Digest"])
-    except APIError as exc:
-        message = _explain(exc)
-        kind = RegistryAuthError if _is_auth(message) else RegistryError
-        raise kind(f"push of {repository}:{tag} failed: {message}") from None
-    except CONNECTION_ERRORS as exc:
-        raise lost(exc) from None
-    if not digest:
-        raise RegistryError(f"push of {repository}:{tag} reported no digest")
-    return digest
-
-
-def _is_auth(message: str) -> bool:
-    lowered = message.lower()
-    return any(word in lowered for word in ("unauthorized", "authentication required", "denied"))
 
 
 def _explain(exc: Exception) -> str:

@@ -14,8 +14,9 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from . import docker_client
+from . import docker_client, push
 from .build import Builder, Built, Group, OnBuilt, Settings
+from .errors import RegistryError
 from .installs import Installs
 from .matrix import Matrix
 from .progress import Reporter
@@ -40,10 +41,11 @@ Engines = Callable[[], AbstractContextManager[Engine]]
 
 
 class DockerEngine:
-    def __init__(self, builder: Builder, auth: dict[str, str] | None) -> None:
+    def __init__(self, builder: Builder, registry: push.Blobs | None, host: str = "") -> None:
         self.builder = builder
         self.client = builder.client
-        self.auth = auth
+        self.registry = registry  # where `push` uploads: the destination, ``host``
+        self.host = host
 
     def start(
         self, group: Group, on_built: OnBuilt | None = None, *, then: Group | None = None
@@ -54,9 +56,20 @@ class DockerEngine:
         self.client.images.get(local_id).tag(repository, tag)
 
     def push(self, local_id: str, repository: str, tag: str) -> str:
-        """Push ``local_id`` as ``repository:tag``; return the digest the registry reported."""
+        """Push ``local_id`` as ``repository:tag`` (HOST/PATH) from its saved layers
+        (push.py); return the manifest's digest."""
+        repo = repository.removeprefix(f"{self.host}/")
+        if self.registry is None or repo == repository:
+            raise RegistryError(f"cannot push {repository}:{tag}: not the run's registry")
         self.tag(local_id, repository, tag)
-        return docker_client.push(self.client, repository, tag, self.auth)
+        return push.push(
+            self.client,
+            self.registry,
+            repo=repo,
+            tag=tag,
+            image_id=local_id,
+            work=self.builder.workdir,
+        )
 
 
 @contextmanager
@@ -67,8 +80,11 @@ def docker_engine(
     reporter: Reporter,
     auth: dict[str, str] | None,
     installs: Installs | None = None,
+    registry: push.Blobs | None = None,
+    host: str = "",
 ) -> Iterator[DockerEngine]:
-    """A fresh daemon connection and work directory, both closed on every path."""
+    """A fresh daemon connection and work directory, both closed on every path; images
+    are pushed to ``registry``, the registry at ``host``."""
     client = docker_client.connect()
     try:
         with tempfile.TemporaryDirectory(prefix="publisher-") as tmp:
@@ -82,7 +98,7 @@ def docker_engine(
                 installs=installs,
             )
             try:
-                yield DockerEngine(builder, auth)
+                yield DockerEngine(builder, registry, host)
             finally:
                 builder.close()  # its smoke tests use the client and the work directory
     finally:

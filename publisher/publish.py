@@ -582,6 +582,8 @@ def publish(matrix: Matrix, the_plan: Plan, options: Options, reporter: Reporter
                 reporter=reporter,
                 auth=options.auth,
                 installs=installs,
+                registry=registry,
+                host=options.destination.host if options.destination else "",
             )
 
         run = Publication(

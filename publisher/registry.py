@@ -1,8 +1,9 @@
 """A thin, synchronous client for the Docker Registry HTTP API v2 (OCI distribution).
 
 It does only what publishing needs: resolve tags to digests, read manifests and
-image configs, and re-point tags by PUTting an existing manifest's exact bytes
-(so a retag never moves a blob and never changes a digest). Every failure is
+image configs, upload an image's blobs and manifest (push.py), and re-point tags by
+PUTting an existing manifest's exact bytes (so a retag never moves a blob and never
+changes a digest). Every failure is
 one of the project's registry errors with a one-line message.
 """
 
@@ -327,6 +328,33 @@ class RegistryClient:
             expect={200, 404},
         )
         return response.status_code == 200
+
+    def put_blob(self, repo: str, digest: str, data: bytes) -> None:
+        """Upload ``data`` as the blob ``digest`` of ``repo``, in one request after the
+        upload is opened (the registry checks the digest against what it received)."""
+        operation = f"upload blob {digest} to {repo}"
+        opened = self._call(
+            Request(method="POST", url=f"/v2/{repo}/blobs/uploads/"),
+            operation=operation,
+            scope=_push(repo),
+            expect={202},
+        )
+        location = opened.headers.get("Location")
+        if not location:
+            raise RegistryError(f"registry {self.host} opened no upload for {operation}")
+        self._call(
+            Request(
+                method="PUT",
+                # Relative to the registry (distribution) or absolute (some registries).
+                url=urljoin(self.base_url + "/", location),
+                headers={"Content-Type": "application/octet-stream"},
+                data=data,
+                params=[("digest", digest)],
+            ),
+            operation=operation,
+            scope=_push(repo),
+            expect={201},
+        )
 
     @property
     def requests_made(self) -> int:

@@ -1,18 +1,18 @@
 """Uploading images while they are tested and the others still build.
 
-A push costs about as much as a build (the daemon compresses every layer, then sends it),
+A push costs a good part of a build (every new layer is compressed, then sent: push.py),
 so each image is uploaded as soon as it is built, while its smoke test runs, instead of
 all at the end. It goes under one staging tag that no release can use (``UPLOAD_TAG``)
-and is then known by its digest alone: the daemon pushes by tag only, and a manifest
-stays in the registry when its tag moves on to the next upload. The release's own tags
+and is then known by its digest alone: a manifest stays in the registry when its tag
+moves on to the next upload. The release's own tags
 are written at the end, by manifest copy (registry-side, a few requests each), and only
 if every image passed. So an image that fails its test may have reached the registry,
 under the staging tag at most, and is never released. A run that fails or is killed
 leaves no release tag, and the one staging tag is all that remains of it; its rerun
 finds the layers already there.
 
-One upload at a time: the daemon already sends a push's layers in parallel, and uploads
-share the staging tag, which is re-pointed locally before each push.
+One upload at a time: it competes with the builds and smoke tests for the same cores,
+and uploads share the staging tag.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Uploads:
         self._stack = ExitStack()
         self._registry = registry
         self._repo = repo
-        self._reference = reference  # what the daemon pushes to: HOST/REPO
+        self._reference = reference  # what is pushed to: HOST/REPO
         self._reporter = reporter
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
         self._futures: dict[Key, Future[str]] = {}

@@ -22,9 +22,9 @@ import pytest
 import yaml
 from fakes import digest_of
 
-from publisher import debs, docker_client, engine, labels, smoke, target, wheels
+from publisher import debs, docker_client, engine, labels, push, smoke, target, wheels
 from publisher.build import Builder, Built, Group, NightlySource, Settings, groups_of
-from publisher.errors import BuildError, DockerUnavailable, RegistryAuthError, RegistryError
+from publisher.errors import BuildError, DockerUnavailable, RegistryError
 from publisher.inputs import Inputs
 from publisher.installs import Installs
 from publisher.matrix import Matrix, load
@@ -1070,33 +1070,41 @@ def test_a_missing_base_image_is_pulled(matrix: Matrix, daemon: Daemon, tmp_path
 # -- the engine --------------------------------------------------------------------------
 
 
-def test_docker_engine_tags_and_pushes_through_the_client(
+def test_docker_engine_tags_and_pushes_the_saved_image_to_the_run_s_registry(
     matrix: Matrix,
     client: FakeClient,
     daemon: Daemon,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pushed: list[tuple[str, str, Any]] = []
+    pushed: list[tuple[Any, Any, str, str, str]] = []
 
-    def push(cl: Any, repository: str, tag: str, auth: Any) -> str:
-        pushed.append((repository, tag, auth))
+    def own_push(cl: Any, registry: Any, *, repo: str, tag: str, image_id: str, work: Path) -> str:
+        assert work.is_dir()
+        pushed.append((cl, registry, repo, tag, image_id))
         return "sha256:d"
 
-    monkeypatch.setattr(docker_client, "push", push)
+    monkeypatch.setattr(push, "push", own_push)
     monkeypatch.setattr(docker_client, "connect", lambda: client)
-    auth = {"username": "u", "password": "p"}
+    registry = object()
     settings = Settings(dockerfiles=ROOT / "dockerfiles")
     with engine.docker_engine(
-        matrix=matrix, settings=settings, reporter=Reporter(stream=io.StringIO()), auth=auth
+        matrix=matrix,
+        settings=settings,
+        reporter=Reporter(stream=io.StringIO()),
+        auth=None,
+        registry=registry,  # type: ignore[arg-type]
+        host="localhost:5000",
     ) as real:
         (core, _) = [check.result() for check in real.start(group_of(matrix, "3.9.1", "3.13"))]
         real.tag(core.local_id, "prefecthq/prefect", "core-3.9.1")
         result = real.push(core.local_id, "localhost:5000/ns/prefect", "core-3.9.1")
+        with pytest.raises(RegistryError, match="other:5000/ns/prefect:x: not the run's registry"):
+            real.push(core.local_id, "other:5000/ns/prefect", "x")
         workdir = real.builder.workdir
         assert workdir.is_dir()
     assert result == "sha256:d"
-    assert pushed == [("localhost:5000/ns/prefect", "core-3.9.1", auth)]
+    assert pushed == [(client, registry, "ns/prefect", "core-3.9.1", core.local_id)]
     assert client.tagged == [
         (core.local_id, "prefecthq/prefect", "core-3.9.1"),
         (core.local_id, "localhost:5000/ns/prefect", "core-3.9.1"),
@@ -1123,7 +1131,7 @@ def test_docker_engine_closes_the_client_on_error(
 
 
 class FakeAPI:
-    """The SDK's low-level client: ``build`` and ``push`` stream ``chunks``; a BuildKit build
+    """The SDK's low-level client: ``build`` streams ``chunks``; a BuildKit build
     posts to /build through its request helpers (``_post`` and friends)."""
 
     def __init__(
@@ -1145,10 +1153,6 @@ class FakeAPI:
     def build(self, **kw: Any) -> Iterator[dict[str, Any]]:
         self.kwargs, self.body = kw, kw["fileobj"].read()
         return self._stream(self.classic if self.classic is not None else self.chunks)
-
-    def push(self, repository: str, **kw: Any) -> Iterator[dict[str, Any]]:
-        self.kwargs = {"repository": repository, **kw}
-        return self._stream(self.chunks)
 
     def _url(self, path: str) -> str:
         return f"http://daemon{path}"
@@ -1313,42 +1317,6 @@ def test_docker_build_refused_or_lost(tmp_path: Path) -> None:
     lost = with_api(ConnectionResetError("reset by peer"))
     with pytest.raises(DockerUnavailable, match=r"lost the Docker daemon at .*: reset by peer"):
         real_build(lost, [], tmp_path)
-
-
-def test_docker_push_reports_the_digest() -> None:
-    fake = with_api(
-        [
-            {"status": "Preparing", "id": "l1"},
-            {"status": "Pushing", "id": "l1", "progressDetail": {"current": 5, "total": 100}},
-            {"status": "Pushed", "id": "l1"},
-            {"status": "Layer already exists", "id": "l2"},
-            {"status": "Mounted from library/python", "id": "l3"},
-            {"status": "Pushed", "id": "l4"},
-            {"aux": {"Tag": "t", "Digest": "sha256:pushed", "Size": 1}},
-        ]
-    )
-    digest = docker_client.push(fake, "h/r", "t", {"username": "u"})  # type: ignore[arg-type]
-    assert digest == "sha256:pushed"
-    assert fake.api.kwargs["auth_config"] == {"username": "u"}  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize(
-    ("chunks", "error", "message"),
-    [
-        ([{"error": "denied: requested access is denied"}], RegistryAuthError, "denied"),
-        ([{"error": "blob upload unknown"}], RegistryError, "blob upload unknown"),
-        ([{"status": "Pushed", "id": "l"}], RegistryError, "reported no digest"),
-        (docker.errors.APIError("401", explanation="unauthorized: x"), RegistryAuthError, "x"),
-        (docker.errors.APIError("500", explanation="boom"), RegistryError, "boom"),
-        (BrokenPipeError("pipe"), DockerUnavailable, "pipe"),
-    ],
-)
-def test_docker_push_errors(
-    chunks: list[dict[str, Any]] | Exception, error: type[Exception], message: str
-) -> None:
-    with pytest.raises(error, match=message) as caught:
-        docker_client.push(with_api(chunks), "h/r", "t", None)  # type: ignore[arg-type]
-    assert type(caught.value) is error
 
 
 class FakeContainer:
