@@ -1,13 +1,14 @@
 """Building one group of images: the cells that share a Prefect version, a Python, a
 base image and a package.
 
-A group has one core image (the package, e.g. prefect, on the base image) and builds each
-variant with extras FROM it, so they share its layers. Variants with another base image
-or package cannot share that core, so they are groups of their own. The core is either
-built here or, when the registry already holds it and nothing in the group replaces it,
-the published one (pulled): a new variant of a released version then shares the released
-layers. Packages are resolved by the parent image's own pip, outside the build (see
-wheels.py); every image is smoke-tested. A Builder returns what happened; it never pushes.
+A group has one core image (the package, e.g. prefect, on the base image) and makes each
+variant with extras of it plus one layer, so they share its layers (assemble.py).
+Variants with another base image or package cannot share that core, so they are groups
+of their own. The core is either made here or, when the registry already holds it and
+nothing in the group replaces it, the published one (pulled): a new variant of a
+released version then shares the released layers. Packages are resolved by the parent
+image's own pip, outside the build (see wheels.py); every image is smoke-tested. A
+Builder returns what happened; it never pushes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pathlib import Path
 import docker
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from . import bases, debs, docker_client, installs, labels, smoke, target, wheels
+from . import assemble, bases, debs, docker_client, installs, labels, smoke, target, wheels
+from .assemble import Assembled, Assemblies, Layer
 from .errors import PublisherError
 from .inputs import Inputs, of_packages
 from .installs import Installs
@@ -161,11 +163,13 @@ class _Parent:
 
 @dataclass(frozen=True, kw_only=True)
 class _Prepared:
-    """A group's core recipe and its build context with the image's labels; no context
-    when the core is not built here (released, or already on this daemon)."""
+    """A group's core recipe, the build context of its parent (core.Dockerfile) and the
+    core's labels and package layers; no context when the core is not made here
+    (released, or already on this daemon)."""
 
     core: Recipe
     context: tuple[Path, dict[str, str]] | None = None
+    layers: tuple[Layer, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,8 +200,13 @@ class Builder:
         auth: dict[str, str] | None = None,
         pin_base: Callable[[str, str], str] = bases.pin,
         installs: Installs | None = None,
+        assemblies: Assemblies | None = None,
     ) -> None:
         self.client = client
+        # Shared by the lanes and the uploader of a run (publish.py), like installs.
+        self.assemblies = (
+            assemblies if assemblies is not None else Assemblies(workdir / "assembled")
+        )
         # Shared by the lanes of a run (publish.py); a Builder of its own keeps its own.
         self.installs = installs if installs is not None else Installs(workdir / "installed")
         self.pin_base = pin_base
@@ -216,7 +225,7 @@ class Builder:
         # The extras of a group's images, resolved and installed while its core installs
         # and builds (see _start_extras), by (image id, platform).
         self._extras = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extras")
-        self._early: dict[tuple[str, str], Future[tuple[list[Path], Path]]] = {}
+        self._early: dict[tuple[str, str], Future[tuple[list[Path], Layer | None]]] = {}
         # The lane's next group, its core's packages resolved and installed while this
         # group's images build and are tested (see start).
         self._next = ThreadPoolExecutor(max_workers=1, thread_name_prefix="next")
@@ -302,9 +311,7 @@ class Builder:
                 # What the released core was built from is what this image is built on.
                 core = dataclasses.replace(core, inputs=recorded)
         else:
-            self._build(
-                core, group.subject + " core", prepared.context, platform=_build_platform(group)
-            )
+            self._make_core(group, core, prepared)
             parent = core.cache_ref
         # The parent by image id: a released core pulled from the registry is the same
         # parent as the local build it was pushed from, so a resumed run rebuilds nothing.
@@ -330,7 +337,8 @@ class Builder:
             core = dataclasses.replace(core, replaces=group.replaces.get(core_image.id, ""))
         if group.published_core is not None or self._built_here(core):
             return _Prepared(core=core)
-        return _Prepared(core=core, context=self._core_context(group, core, self._work(core)))
+        context, found_labels, layers = self._core_context(group, core, self._work(core))
+        return _Prepared(core=core, context=(context, found_labels), layers=layers)
 
     def _image(
         self, group: Group, image: Image, core: Recipe, parent: _Parent
@@ -341,20 +349,17 @@ class Builder:
         try:
             recipe = core
             if image.extras:
-                recipe = extras_recipe(
-                    image,
-                    core=core,
-                    parent_ref=parent.ref,
-                    parent_id=parent.id,
-                    sources=self.sources,
-                )
+                recipe = extras_recipe(image, core=core, parent_id=parent.id)
                 recipe = dataclasses.replace(recipe, replaces=group.replaces.get(image.id, ""))
-                self._ensure(
-                    recipe,
-                    _subject(group, image),
-                    lambda d: self._extras_context(group, image, recipe, parent, d),
-                    platform=_build_platform(group),
-                )
+                subject = _subject(group, image)
+                if self._built_here(recipe):
+                    self.reporter.step(subject, "already built on this machine")
+                else:
+                    found_labels, layers = self._extras_layer(
+                        group, image, parent, self._work(recipe)
+                    )
+                    self.reporter.step(subject, "building (the core and its extras' layer)")
+                    self._assemble(recipe, subject, parent.id, found_labels, layers)
             return str(self.client.images.get(recipe.cache_ref).id), started
         except PublisherError as exc:
             return self._failed(group, image, str(exc), started)
@@ -411,18 +416,6 @@ class Builder:
             seconds=time.monotonic() - started,
         )
 
-    def _ensure(
-        self,
-        recipe: Recipe,
-        subject: str,
-        prepare: Callable[[Path], tuple[Path, dict[str, str]]],
-        *,
-        platform: str | None,
-    ) -> None:
-        """Build ``recipe`` unless this daemon already holds it (``--force`` rebuilds)."""
-        prepared = None if self._built_here(recipe) else prepare(self._work(recipe))
-        self._build(recipe, subject, prepared, platform=platform)
-
     def _built_here(self, recipe: Recipe) -> bool:
         return not self.settings.force and docker_client.has_image(self.client, recipe.cache_ref)
 
@@ -432,45 +425,67 @@ class Builder:
         shutil.rmtree(work, ignore_errors=True)
         return work
 
-    def _build(
-        self,
-        recipe: Recipe,
-        subject: str,
-        prepared: tuple[Path, dict[str, str]] | None,
-        *,
-        platform: str | None,
-    ) -> None:
-        """Build ``recipe`` from its prepared context and labels, then remove the context;
-        no context: this daemon holds the image already (_built_here)."""
-        if prepared is None:
+    def _make_core(self, group: Group, core: Recipe, prepared: _Prepared) -> None:
+        """Build the core's parent (core.Dockerfile: the base, tini, the entrypoint) with
+        BuildKit, then make the core of it and the package layers (assemble.py); without
+        a context this daemon holds the core already (_built_here)."""
+        subject = group.subject + " core"
+        if prepared.context is None:
             self.reporter.step(subject, "already built on this machine")
             return
-        context, extra_labels = prepared
-        self.reporter.step(subject, f"building ({recipe.dockerfile})")
+        context, found_labels = prepared.context
+        self.reporter.step(subject, f"building ({core.dockerfile})")
         started = time.monotonic()
-        docker_client.build(
+        parent = docker_client.build(
             self.client,
             docker_client.BuildRequest(
                 context=context,
-                dockerfile=recipe.dockerfile,
-                buildargs=dict(recipe.buildargs),
+                dockerfile=core.dockerfile,
+                buildargs=dict(core.buildargs),
+                labels={},
+                tag=_parent_ref(core),
+                platform=_build_platform(group),
+            ),
+            on_line=lambda line: self.reporter.detail(subject, line),
+        )
+        shutil.rmtree(context, ignore_errors=True)
+        self._assemble(core, subject, parent, found_labels, prepared.layers, started=started)
+
+    def _assemble(
+        self,
+        recipe: Recipe,
+        subject: str,
+        parent: str,
+        found_labels: dict[str, str],
+        layers: Sequence[Layer],
+        *,
+        started: float | None = None,
+    ) -> None:
+        """Make ``recipe``'s image of its parent (an image id) and its layers, and load
+        it into the daemon under its cache tag."""
+        started = time.monotonic() if started is None else started
+        image = Assembled(
+            config=assemble.child_config(
+                self.assemblies.config_of(self.client, parent),
+                layers,
                 labels={
-                    **extra_labels,
+                    **found_labels,
                     labels.FINGERPRINT: recipe.fingerprint,
                     labels.INPUTS: recipe.inputs.to_label(),
                     labels.REPLACES: recipe.replaces,
                 },
-                tag=recipe.cache_ref,
-                platform=platform,
+                created=found_labels.get(labels.CREATED) or _now(),
             ),
-            on_line=lambda line: self.reporter.detail(subject, line),
+            parent=parent,
+            layers=tuple(layers),
         )
+        assemble.load(self.client, image, recipe.cache_ref)
+        self.assemblies.add(image)
         self.reporter.step(subject, f"built in {time.monotonic() - started:.1f}s")
-        # The daemon holds the layers now. Kept, the archives would take a core's size of
-        # disk per image until the run ends.
-        shutil.rmtree(context, ignore_errors=True)
 
-    def _core_context(self, group: Group, core: Recipe, work: Path) -> tuple[Path, dict[str, str]]:
+    def _core_context(
+        self, group: Group, core: Recipe, work: Path
+    ) -> tuple[Path, dict[str, str], tuple[Layer, ...]]:
         pip = self._pip(group, core.inputs.base)
         context = work / "context"
         # tini's .deb is fetched (by the base's apt, 3-4 s the first time per base) while
@@ -488,19 +503,24 @@ class Builder:
                 group.subject, group.package, group.version, pip, (), work / "wheels"
             )
             self._start_extras(group, pip, found)
-            # The package gets its own layer (the "prefect.tar" of the build context,
-            # whatever the package), its dependencies another.
+            # The package gets its own layer ("prefect", whatever the package), its
+            # dependencies another: releases whose dependencies resolve alike (most patch
+            # releases) share one dependency layer, the same wheels archived as the same
+            # bytes, which the daemon and registries hold once.
             package = canonicalize_name(group.package)
-            for layer, files in (
-                ("deps", [w for w in found if _name(w) != package]),
-                ("prefect", [w for w in found if _name(w) == package]),
-            ):
+            layers = [
                 self._install(group.subject, pip, layer, files, work)
+                for layer, files in (
+                    ("deps", [w for w in found if _name(w) != package]),
+                    ("prefect", [w for w in found if _name(w) == package]),
+                )
+            ]
             fetched.result()
         self.reporter.step(group.subject, f"fetched {' '.join(debs.PACKAGES)}")
         self._copy_sources(context, core.dockerfile, "entrypoint.sh")
         revision = self.settings.revision or wheels.revision_of(found, group.package)
-        return context, self._labels(group.images[0], of_packages(found), revision)
+        found_labels = self._labels(group.images[0], of_packages(found), revision)
+        return context, found_labels, tuple(layer for layer in layers if layer is not None)
 
     def _start_extras(self, group: Group, pip: _Pip, core: list[Path]) -> None:
         """Resolve and install the extras of the group's images while the core installs
@@ -520,7 +540,7 @@ class Builder:
 
     def _early_extras(
         self, group: Group, image: Image, pip: _Pip, core: tuple[Path, ...]
-    ) -> tuple[list[Path], Path]:
+    ) -> tuple[list[Path], Layer | None]:
         subject = _subject(group, image)
         work = self.workdir / "extras" / f"{image.id}-{group.platform.replace('/', '-')}"
         shutil.rmtree(work, ignore_errors=True)
@@ -536,37 +556,37 @@ class Builder:
         )
         return found, self._install(subject, pip, "extras", found, work)
 
-    def _extras_context(
-        self, group: Group, image: Image, recipe: Recipe, parent: _Parent, work: Path
-    ) -> tuple[Path, dict[str, str]]:
-        context = work / "context"
-        found = self._early_result(group, image, context / "extras.tar")
-        if found is None:
+    def _extras_layer(
+        self, group: Group, image: Image, parent: _Parent, work: Path
+    ) -> tuple[dict[str, str], tuple[Layer, ...]]:
+        """The labels of an image with extras and the layer its extras add to the core
+        (none when they add nothing)."""
+        early = self._early_result(group, image)
+        if early is not None:
+            found, layer = early
+        else:
             # Resolved for the parent: exactly what the extras add to that image.
             pip = self._pip(group, parent.ref)
             found = self._resolve(
                 image.id, image.package, image.prefect_version, pip, image.extras, work / "wheels"
             )
-            self._install(image.id, pip, "extras", found, work)
-        self._copy_sources(context, recipe.dockerfile)
-        return context, self._labels(image, of_packages(found, parent=parent.id), None)
+            layer = self._install(image.id, pip, "extras", found, work)
+        found_labels = self._labels(image, of_packages(found, parent=parent.id), None)
+        return found_labels, (layer,) if layer is not None else ()
 
-    def _early_result(self, group: Group, image: Image, dest: Path) -> list[Path] | None:
-        """The extras resolved and installed during the core's build, their layer's archive
-        moved to ``dest``; None when there are none."""
+    def _early_result(self, group: Group, image: Image) -> tuple[list[Path], Layer | None] | None:
+        """The extras resolved and installed during the core's build; None when there
+        are none."""
         early = self._early.pop((image.id, group.platform), None)
         if early is None:
             return None
         try:
-            found, archive = early.result()
+            return early.result()
         except PublisherError as exc:
             self.reporter.step(
                 _subject(group, image), f"resolving in the core image instead, as {exc}"
             )
             return None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        archive.rename(dest)
-        return found
 
     def _resolve(
         self,
@@ -608,11 +628,13 @@ class Builder:
         self.reporter.step(subject, f"{requirement}: {len(found)} wheels")
         return found
 
-    def _install(self, subject: str, pip: _Pip, layer: str, files: list[Path], work: Path) -> Path:
-        """Install a layer's wheels into the build context, as the archive LAYER.tar that
-        the Dockerfile adds: outside the build, so a foreign platform's are installed
-        natively; each wheel once per run for the same installer and target (installs.py).
-        The archive's path."""
+    def _install(
+        self, subject: str, pip: _Pip, layer: str, files: list[Path], work: Path
+    ) -> Layer | None:
+        """Install a layer's wheels and archive them as the image's layer (assemble.py):
+        outside any build, so a foreign platform's are installed natively; each wheel
+        once per run for the same installer and target (installs.py). None when nothing
+        is installed."""
         batches = itertools.count()
 
         def install(subset: Sequence[Path], folder: Path) -> None:
@@ -636,8 +658,13 @@ class Builder:
             dest=work / "trees" / layer,
             install=install,
         )
-        archive = work / "context" / f"{layer}.tar"
-        docker_client.layer_archive(layer_files.entries, archive, mtime=target.EPOCH)
+        archive = assemble.archive_layer(
+            layer_files.entries,
+            self.assemblies.new_file(f"{layer}.tar"),
+            # What `docker history` shows: the step a Dockerfile would have for it.
+            f"ADD {layer}.tar / # publisher: {len(files)} wheels",
+            mtime=target.EPOCH,
+        )
         reused = layer_files.reused
         again = f" ({reused} of {len(files)} wheels as installed for an earlier image)"
         self.reporter.step(subject, f"installed {layer}{again if reused else ''}")
@@ -755,6 +782,15 @@ def _pin(wheel: Path) -> str:
 def _pinned(constraints: Iterable[str]) -> list[str]:
     """The project names of "name==version" pins."""
     return [pin.split("==", 1)[0] for pin in constraints]
+
+
+def _parent_ref(core: Recipe) -> str:
+    """The local tag of a core's parent: the core's own, marked."""
+    return f"{core.cache_ref}-parent"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _build_platform(group: Group) -> str | None:

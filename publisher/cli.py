@@ -255,7 +255,7 @@ def _build_options(p: argparse.ArgumentParser) -> None:
         "--dockerfiles",
         type=Path,
         metavar="DIR",
-        help="folder with core.Dockerfile, full.Dockerfile, entrypoint.sh "
+        help="folder with core.Dockerfile and entrypoint.sh "
         "(default: the matrix's 'dockerfiles' key, else dockerfiles/ beside it)",
     )
     p.add_argument(

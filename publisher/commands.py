@@ -146,7 +146,7 @@ def _platform(text: str) -> str:
 
 
 def _dockerfiles(folder: Path) -> Path:
-    for name in ("core.Dockerfile", "full.Dockerfile", "entrypoint.sh"):
+    for name in ("core.Dockerfile", "entrypoint.sh"):
         if not (folder / name).is_file():
             raise PublisherError(
                 f"{folder / name}: no such file; point --dockerfiles (or the matrix's "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import docker_client, push
+from .assemble import Assemblies
 from .build import Builder, Built, Group, OnBuilt, Settings
 from .errors import RegistryError
 from .installs import Installs
@@ -56,8 +57,8 @@ class DockerEngine:
         self.client.images.get(local_id).tag(repository, tag)
 
     def push(self, local_id: str, repository: str, tag: str) -> str:
-        """Push ``local_id`` as ``repository:tag`` (HOST/PATH) from its saved layers
-        (push.py); return the manifest's digest."""
+        """Push ``local_id`` as ``repository:tag`` (HOST/PATH) from the archives it was
+        made of, or its saved layers (push.py); return the manifest's digest."""
         repo = repository.removeprefix(f"{self.host}/")
         if self.registry is None or repo == repository:
             raise RegistryError(f"cannot push {repository}:{tag}: not the run's registry")
@@ -69,6 +70,7 @@ class DockerEngine:
             tag=tag,
             image_id=local_id,
             work=self.builder.workdir,
+            assemblies=self.builder.assemblies,
         )
 
 
@@ -80,6 +82,7 @@ def docker_engine(
     reporter: Reporter,
     auth: dict[str, str] | None,
     installs: Installs | None = None,
+    assemblies: Assemblies | None = None,
     registry: push.Blobs | None = None,
     host: str = "",
 ) -> Iterator[DockerEngine]:
@@ -96,6 +99,7 @@ def docker_engine(
                 workdir=Path(tmp),
                 auth=auth,
                 installs=installs,
+                assemblies=assemblies,
             )
             try:
                 yield DockerEngine(builder, registry, host)

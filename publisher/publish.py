@@ -32,6 +32,7 @@ from typing import Protocol
 
 from . import labels
 from . import plan as planning
+from .assemble import Assemblies
 from .build import Built, Group, Settings, groups_of
 from .changes import Action, Holdings, Work, immutable_action, published_digest, rolling_action
 from .changes import work_list as make_work_list
@@ -575,6 +576,12 @@ def publish(matrix: Matrix, the_plan: Plan, options: Options, reporter: Reporter
             Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="publisher-")))
         )
 
+        # The images the lanes make and the uploader pushes, with their layer archives
+        # (assemble.py): kept until the last upload.
+        assemblies = Assemblies(
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="publisher-")))
+        )
+
         def engines() -> AbstractContextManager[Engine]:
             return docker_engine(
                 matrix=matrix,
@@ -582,6 +589,7 @@ def publish(matrix: Matrix, the_plan: Plan, options: Options, reporter: Reporter
                 reporter=reporter,
                 auth=options.auth,
                 installs=installs,
+                assemblies=assemblies,
                 registry=registry,
                 host=options.destination.host if options.destination else "",
             )

@@ -1,9 +1,13 @@
-"""Pushing a local image to a registry from its saved layers, not with the daemon's push.
+"""Pushing a local image to a registry from its layer archives, not with the daemon's push.
 
 The daemon's push compresses every layer it has not pushed before with Go's gzip at
 its default level, one layer per core, and that was the largest part of the daemon's
-work in a publish (docs/benchmarks.md). Here the image is saved from the daemon (its
-config and uncompressed layer tars, `docker save`), each layer is compressed with
+work in a publish (docs/benchmarks.md). An image the publisher made (assemble.py) is
+pushed from the config and layer archives it was made of; the layers below them, which
+it did not make (the base's, tini's, the entrypoint's), are saved from the daemon once
+in a run, and only when the registry lacks one of them. Any other image is saved from
+the daemon (its config and uncompressed layer tars, `docker save`). Each layer is
+compressed with
 zlib-ng at level 5 (a third of zlib's CPU at level 6 for 1.5% more bytes), and blobs and
 manifest are uploaded over the registry API. A full image pushed to an empty registry
 took 15.6-17.3 core-seconds of the machine this way and 29-32 by the daemon, for the
@@ -19,8 +23,8 @@ same for the same tar, so a lost record costs only the CPU.
 What this gives up: the daemon records a registry digest (RepoDigests) for an image it
 pushed, and not for one pushed this way, so a later build on a released core that this
 machine uploaded pulls it once (its layers are downloaded, then found to be the local
-ones); and every push reads the whole image from the daemon, its layers already in the
-registry too (7-8 core-seconds for a 400 MB image whose layers all were).
+ones); and an image not made here is read whole from the daemon, its layers already in
+the registry too (7-8 core-seconds for a 400 MB image whose layers all were).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import docker
 from zlib_ng import zlib_ng
@@ -41,6 +45,9 @@ from zlib_ng import zlib_ng
 from . import cache, docker_client
 from .errors import RegistryError
 from .registry import DOCKER_MANIFEST, Manifest, sha256_digest
+
+if TYPE_CHECKING:
+    from .assemble import Assembled, Assemblies
 
 RECORD = cache.folder("layers")  # diff id -> the blob its layer compressed to
 LEVEL = 5
@@ -82,21 +89,58 @@ def push(
     tag: str,
     image_id: str,
     work: Path,
+    assemblies: Assemblies | None = None,
 ) -> str:
-    """Push the local image ``image_id`` as ``repo:tag``; the manifest digest."""
-    folder = work / f"save-{image_id.removeprefix('sha256:')[:16]}"
-    try:
-        saved = save(client, image_id, folder)
-        layers = [_layer(registry, repo, diff_id, path) for diff_id, path in saved.layers]
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    config = Blob(sha256_digest(saved.config), len(saved.config))
+    """Push the local image ``image_id`` as ``repo:tag``; the manifest digest.
+
+    An image made in this run (assemble.py) is pushed from the config and layer archives
+    it was made of; any other is saved from the daemon first."""
+    made = assemblies.get(image_id) if assemblies is not None else None
+    if made is not None and assemblies is not None:
+        config_bytes = made.config
+        layers = _made_layers(client, registry, repo, made, assemblies)
+    else:
+        folder = work / f"save-{image_id.removeprefix('sha256:')[:16]}"
+        try:
+            saved = save(client, image_id, folder)
+            config_bytes = saved.config
+            layers = [_layer(registry, repo, diff_id, path) for diff_id, path in saved.layers]
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    config = Blob(sha256_digest(config_bytes), len(config_bytes))
     if not registry.blob_exists(repo, config.digest):
-        registry.put_blob(repo, config.digest, saved.config)
+        registry.put_blob(repo, config.digest, config_bytes)
     raw = manifest(config, layers)
     return registry.put_manifest(
         repo, tag, Manifest(digest=sha256_digest(raw), media_type=DOCKER_MANIFEST, raw=raw)
     )
+
+
+def _made_layers(
+    client: docker.DockerClient,
+    registry: Blobs,
+    repo: str,
+    image: Assembled,
+    assemblies: Assemblies,
+) -> list[Blob]:
+    """The blobs of an image made here: its own and its made parents' layers from their
+    archives, the rest (the base's, tini's, the entrypoint's) from the image at the
+    bottom, saved from the daemon once in the run, and only when the registry lacks
+    one of them."""
+    made, bottom = assemblies.chain(image.id)
+    archives = {layer.diff_id: layer.path for each in made for layer in each.layers}
+    blobs = []
+    for diff_id in image.diff_ids:
+        blob = _present(registry, repo, diff_id)
+        if blob is None:
+            path = archives.get(diff_id)
+            if path is None:
+                path = dict(assemblies.saved(client, bottom).layers).get(diff_id)
+            if path is None:
+                raise RegistryError(f"{image.id}: no archive of its layer {diff_id}")
+            blob = _upload(registry, repo, diff_id, path)
+        blobs.append(blob)
+    return blobs
 
 
 def manifest(config: Blob, layers: list[Blob]) -> bytes:
@@ -158,9 +202,18 @@ def _read(image_id: str, files: dict[str, tuple[Path, str]]) -> Saved:
 def _layer(registry: Blobs, repo: str, diff_id: str, path: Path) -> Blob:
     """The blob of one layer in ``repo``: the recorded one if the registry has it, else
     the layer compressed now and uploaded unless the registry has that."""
+    return _present(registry, repo, diff_id) or _upload(registry, repo, diff_id, path)
+
+
+def _present(registry: Blobs, repo: str, diff_id: str) -> Blob | None:
+    """The blob recorded for a layer, if the registry has it."""
     recorded = _recorded(diff_id)
     if recorded is not None and registry.blob_exists(repo, recorded.digest):
         return recorded
+    return None
+
+
+def _upload(registry: Blobs, repo: str, diff_id: str, path: Path) -> Blob:
     data = compress(path)
     blob = Blob(sha256_digest(data), len(data))
     if not registry.blob_exists(repo, blob.digest):

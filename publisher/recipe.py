@@ -16,14 +16,13 @@ from .inputs import Inputs
 from .plan import Image
 
 CORE_DOCKERFILE = "core.Dockerfile"
-FULL_DOCKERFILE = "full.Dockerfile"
 ENTRYPOINT = "entrypoint.sh"
 LOCAL_CACHE = "prefect-publisher/cache"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
-    dockerfile: str
+    dockerfile: str  # "" for an image made of its core and a layer (assemble.py)
     extras: tuple[str, ...]
     buildargs: Mapping[str, str]  # what the Dockerfile receives
     inputs: Inputs
@@ -53,7 +52,7 @@ class Sources:
     @classmethod
     def read(cls, folder: Path) -> Sources:
         files: dict[str, bytes] = {}
-        for name in (CORE_DOCKERFILE, FULL_DOCKERFILE, ENTRYPOINT):
+        for name in (CORE_DOCKERFILE, ENTRYPOINT):
             try:
                 files[name] = (folder / name).read_bytes()
             except OSError as exc:
@@ -78,24 +77,22 @@ def core_recipe(
     )
 
 
-def extras_recipe(
-    image: Image, *, core: Recipe, parent_ref: str, parent_id: str, sources: Sources
-) -> Recipe:
-    """``image`` built FROM a core image (``parent_ref``, local or published).
+def extras_recipe(image: Image, *, core: Recipe, parent_id: str) -> Recipe:
+    """``image``: its core (``parent_id``, local or published) plus the layer of what its
+    extras add (assemble.py).
 
     It inherits the core's inputs (base, files, build arguments) and adds its own: a
-    core.Dockerfile edit or a new base changes it too, and one built on a released core
+    core.Dockerfile edit or a new base changes it too, and one made of a released core
     records what that core was built from, not today's inputs.
     """
-    full = hashlib.sha256(sources.files[FULL_DOCKERFILE]).hexdigest()
     return Recipe(
-        dockerfile=FULL_DOCKERFILE,
+        dockerfile="",
         extras=image.extras,
-        buildargs={"CORE_IMAGE": parent_ref},
+        buildargs={},
         inputs=Inputs(
             base=core.inputs.base,
             base_id=core.inputs.base_id,
-            files=dict(sorted({**core.inputs.files, FULL_DOCKERFILE: full}.items())),
+            files=dict(core.inputs.files),
             buildargs=dict(core.inputs.buildargs),
             extras=image.extras,
             parent=parent_id,
@@ -110,9 +107,7 @@ def recipe_for(
     core = core_recipe(image, base=base, base_id=base_id, sources=sources, revision=revision)
     if not image.extras:
         return core
-    return extras_recipe(
-        image, core=core, parent_ref=core.cache_ref, parent_id=core.fingerprint, sources=sources
-    )
+    return extras_recipe(image, core=core, parent_id=core.fingerprint)
 
 
 def _pick(sources: Sources, *names: str) -> dict[str, bytes]:

@@ -85,10 +85,11 @@ def make_matrix(write_yaml: Callable[..., Path]) -> Callable[..., Path]:
 def _own_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """What one test keeps (smoke reports, probed interpreters, fetched .debs, all keyed by
     ids that fakes reuse) is not what the next one finds, nor the machine's own cache."""
-    from publisher import debs, push, smoke, target
+    from publisher import assemble, debs, push, smoke, target
 
     root = tmp_path_factory.mktemp("cache")
     monkeypatch.setattr(smoke, "CACHE", root / "smoke")
     monkeypatch.setattr(target, "CACHE", root / "interpreters")
     monkeypatch.setattr(debs, "CACHE", root / "debs")
     monkeypatch.setattr(push, "RECORD", root / "layers")
+    monkeypatch.setattr(assemble, "CONFIGS", root / "configs")

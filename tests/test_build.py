@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import json
 import tarfile
 import threading
 import zipfile
@@ -22,7 +23,7 @@ import pytest
 import yaml
 from fakes import digest_of
 
-from publisher import debs, docker_client, engine, labels, push, smoke, target, wheels
+from publisher import assemble, debs, docker_client, engine, labels, push, smoke, target, wheels
 from publisher.build import Builder, Built, Group, NightlySource, Settings, groups_of
 from publisher.errors import BuildError, DockerUnavailable, RegistryError
 from publisher.inputs import Inputs
@@ -31,9 +32,12 @@ from publisher.matrix import Matrix, load
 from publisher.plan import plan
 from publisher.platforms import machine_of
 from publisher.progress import Reporter
-from publisher.recipe import CORE_DOCKERFILE, FULL_DOCKERFILE, LOCAL_CACHE
+from publisher.recipe import CORE_DOCKERFILE, LOCAL_CACHE
 
 ROOT = Path(__file__).resolve().parent.parent
+# What the fake daemon records as the Dockerfile of an image made of its core and the layer
+# of its extras (assemble.py): none.
+EXTRAS = ""
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 MATRIX: dict[str, Any] = {
@@ -185,12 +189,59 @@ class Daemon:
                         assert read is not None
                         kw["files"][f"{archive.stem}/{member.name}"] = read.read()
         kw["wheels"] = sorted(p.name for p in context.rglob("*.whl"))
+        kw["made"] = False
         kw["on_line"]("Step 1/9 : FROM somewhere")
         self.builds.append(kw)
         ident = digest_of("built " + kw["tag"])
+        kw["id"] = ident
         if kw["dockerfile"] not in self.untagged:
             client.add(kw["tag"], ident, Size=250_000_000, Labels=kw["labels"])
         return ident
+
+    def load(self, client: FakeClient, image: assemble.Assembled, tag: str) -> None:
+        """Stands in for loading an image made of a parent and layer archives: a core's
+        layers join the record of its parent's build (core.Dockerfile), as one image
+        built from both; an image with extras gets a record of its own (``EXTRAS``). Each
+        layer's files show as LAYER/path, as the build context showed them before."""
+        document = json.loads(image.config)
+        files: dict[str, bytes] = {}
+        for layer in image.layers:
+            name = layer.path.name.split("-", 1)[1].removesuffix(".tar")
+            with tarfile.open(layer.path) as archive:
+                for member in archive.getmembers():
+                    assert (member.uid, member.gid, member.uname) == (0, 0, "root")
+                    assert not member.name.startswith(("/", "./", name))
+                    if member.isfile():
+                        read = archive.extractfile(member)
+                        assert read is not None
+                        files[f"{name}/{member.name}"] = read.read()
+        parent = next((b for b in self.builds if b.get("id") == image.parent), None)
+        if parent is not None and parent["dockerfile"] == CORE_DOCKERFILE and not parent["made"]:
+            record = parent
+        else:
+            record = {
+                "dockerfile": EXTRAS,
+                "files": {},
+                "wheels": [],
+                "platform": parent["platform"] if parent is not None else None,
+            }
+            self.builds.append(record)
+        found_labels = document["config"]["Labels"]
+        record.update(tag=tag, id=image.id, parent=image.parent, made=True, labels=found_labels)
+        record["files"].update(files)
+        if record["dockerfile"] not in self.untagged:
+            client.add(tag, image.id, Size=250_000_000, Labels=record["labels"])
+
+    def save(self, client: FakeClient, image_id: str, folder: Path) -> push.Saved:
+        """Stands in for reading an image's config out of the daemon."""
+        found = client.images.get(image_id)
+        config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [digest_of("layer of " + image_id)]},
+            "config": {"Labels": dict(found.labels), "Entrypoint": ["tini"]},
+        }
+        return push.Saved(config=json.dumps(config).encode(), layers=())
 
     def download(
         self, client: FakeClient, request: wheels.PipRequest, **options: Any
@@ -301,6 +352,8 @@ def client() -> FakeClient:
 def daemon(client: FakeClient, monkeypatch: pytest.MonkeyPatch) -> Daemon:
     fake = Daemon(client)
     monkeypatch.setattr(docker_client, "build", fake.build)
+    monkeypatch.setattr(assemble, "load", fake.load)
+    monkeypatch.setattr(push, "save", fake.save)
     monkeypatch.setattr(wheels, "download", fake.download)
     monkeypatch.setattr(wheels, "install", fake.install)
     monkeypatch.setattr(debs, "fetch", fake.fetch)
@@ -465,11 +518,13 @@ def test_a_group_builds_core_then_extras_from_it(
         ("full-3.9.1-py3.13", True),
     ]
     (core,) = daemon.built(CORE_DOCKERFILE)
-    (full,) = daemon.built(FULL_DOCKERFILE)
+    (full,) = daemon.built(EXTRAS)
     assert core["buildargs"] == {"BASE_IMAGE": "python:3.13-slim"}
     assert core["tag"].startswith(LOCAL_CACHE + ":")
-    assert full["buildargs"] == {"CORE_IMAGE": core["tag"]}
-    # Dependencies and prefect in separate folders, each pinned exactly.
+    assert full["parent"] == core["id"]
+    # The core's parent (core.Dockerfile) is built without the image's labels.
+    assert core["parent"] == digest_of("built " + core["tag"] + "-parent")
+    # Dependencies and prefect in separate layers, each pinned exactly.
     assert installed(core, "prefect") == ["prefect==3.9.1"]
     assert installed(core, "deps") == ["anyio==4.0.0"]
     assert core["wheels"] == []  # installed, not copied
@@ -479,7 +534,6 @@ def test_a_group_builds_core_then_extras_from_it(
     assert set(full["files"]) == {
         f"extras/{SITE}/docker/__init__.py",
         f"extras/{SITE}/docker-7.1.0.dist-info/RECORD",
-        FULL_DOCKERFILE,
     }
 
     # The core's resolution asks the base image. So do the extras', as soon as the core's
@@ -508,10 +562,10 @@ def test_a_group_builds_core_then_extras_from_it(
         assert found[labels.PYTHON] == "3.13"
         assert found[labels.SOURCE] == "https://github.com/PrefectHQ/prefect"
         assert found[labels.PACKAGES].startswith("sha256:")
-        assert result.local_id == digest_of("built " + built["tag"])
+        assert result.local_id == built["id"]
         assert result.size == 250_000_000
     assert core["labels"][labels.REVISION] == SHA  # read from prefect's wheel
-    assert labels.REVISION not in full["labels"]
+    assert full["labels"][labels.REVISION] == SHA  # the core's, as FROM the core gave it
     assert core["labels"][labels.FINGERPRINT] != full["labels"][labels.FINGERPRINT]
 
     # The core image must not carry the extras other variants install; the full one must.
@@ -608,8 +662,8 @@ def test_a_group_without_a_core_cell_still_builds_a_core_to_build_on(
     assert [r.image.id for r in results] == ["full-3.9.1-py3.11"]
     assert results[0].ok
     assert len(daemon.built(CORE_DOCKERFILE)) == 1
-    (full,) = daemon.built(FULL_DOCKERFILE)
-    assert full["buildargs"]["CORE_IMAGE"] == daemon.built(CORE_DOCKERFILE)[0]["tag"]
+    (full,) = daemon.built(EXTRAS)
+    assert full["parent"] == daemon.built(CORE_DOCKERFILE)[0]["id"]
     assert [s["image"] for s in daemon.smokes] == [results[0].local_id]
     # No core image of its own was smoke-tested, so this one serves the UI.
     assert [s["ui"] for s in daemon.smokes] == [smoke.UI_IF_PRESENT]
@@ -677,15 +731,13 @@ def test_the_core_s_smoke_test_runs_while_the_next_image_builds(
     matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
 ) -> None:
     full_built = threading.Event()
-    build = daemon.build
+    load = daemon.load
 
-    def build_and_tell(client: FakeClient, request: docker_client.BuildRequest, **kw: Any) -> str:
-        ident = build(client, request, **kw)
-        if request.dockerfile == FULL_DOCKERFILE:
+    def load_and_tell(client: FakeClient, image: assemble.Assembled, tag: str) -> None:
+        load(client, image, tag)
+        if daemon.builds[-1]["dockerfile"] == EXTRAS:
             full_built.set()
-        return ident
 
-    daemon.build = build_and_tell  # type: ignore[method-assign]
     # The core's smoke test waits for the full image's build: run one after the other,
     # the build would only start once this gave up.
     daemon.fail_smoke = lambda call: (
@@ -694,7 +746,7 @@ def test_the_core_s_smoke_test_runs_while_the_next_image_builds(
         else "the full image was not built during the core's smoke test"
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(docker_client, "build", build_and_tell)
+        patch.setattr(assemble, "load", load_and_tell)
         results = make_builder(client, matrix, tmp_path).build(group_of(matrix, "3.9.1", "3.13"))
     assert [(r.image.id, r.error) for r in results] == [
         ("core-3.9.1-py3.13", ""),
@@ -714,7 +766,7 @@ def test_start_returns_once_the_images_are_built_and_their_tests_go_on(
     builder = make_builder(client, matrix, tmp_path)
     checks = builder.start(group_of(matrix, "3.9.1", "3.13"))
     returned.set()
-    assert len(daemon.built(CORE_DOCKERFILE)) == len(daemon.built(FULL_DOCKERFILE)) == 1
+    assert len(daemon.built(CORE_DOCKERFILE)) == len(daemon.built(EXTRAS)) == 1
     assert [(c.result().image.id, c.result().error) for c in checks] == [
         ("core-3.9.1-py3.13", ""),
         ("full-3.9.1-py3.13", ""),
@@ -739,7 +791,7 @@ def test_each_image_is_told_of_once_built_before_its_smoke_test_and_a_failure_is
         return [check.result() for check in checks]
 
     # A build that fails is nobody's to stage.
-    daemon.untagged = {FULL_DOCKERFILE}
+    daemon.untagged = {EXTRAS}
     core, full = start("failing")
     assert core.ok and not full.ok
     assert [e for e in events if e[0] == "built"] == [("built", core.local_id)]
@@ -780,7 +832,7 @@ def test_the_extras_are_resolved_and_installed_while_the_core_builds(
         ("core-3.9.1-py3.13", ""),
         ("full-3.9.1-py3.13", ""),
     ]
-    (full,) = daemon.built(FULL_DOCKERFILE)
+    (full,) = daemon.built(EXTRAS)
     assert installed(full, "extras") == ["docker==7.1.0"]
 
 
@@ -790,7 +842,7 @@ def test_the_next_group_s_core_packages_are_prepared_while_this_group_builds(
     events: list[str] = []
     lock = threading.Lock()
     next_resolved = threading.Event()
-    build, download, install = daemon.build, daemon.download, daemon.install
+    load, download, install = daemon.load, daemon.download, daemon.install
 
     def download_and_tell(client: FakeClient, request: wheels.PipRequest, **kw: Any) -> list[Path]:
         with lock:
@@ -805,15 +857,17 @@ def test_the_next_group_s_core_packages_are_prepared_while_this_group_builds(
             events.append(f"install {kw['staging']}")
         install(client, **kw)
 
-    def first_core_waits(client: FakeClient, request: docker_client.BuildRequest, **kw: Any) -> str:
-        if request.dockerfile == CORE_DOCKERFILE and request.labels[labels.VERSION] == "3.9.0":
+    def first_core_waits(client: FakeClient, image: assemble.Assembled, tag: str) -> None:
+        version = json.loads(image.config)["config"]["Labels"][labels.VERSION]
+        core = any(layer.path.name.endswith("-deps.tar") for layer in image.layers)
+        if core and version == "3.9.0":
             # Resolved only once this group is done, it would never be resolved here.
             assert next_resolved.wait(timeout=5), "the next group waited for this one's build"
-        return build(client, request, **kw)
+        load(client, image, tag)
 
     first, second = group_of(matrix, "3.9.0", "3.13"), group_of(matrix, "3.9.1", "3.13")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(docker_client, "build", first_core_waits)
+        patch.setattr(assemble, "load", first_core_waits)
         patch.setattr(wheels, "download", download_and_tell)
         patch.setattr(wheels, "install", install_and_tell)
         builder = make_builder(client, matrix, tmp_path)
@@ -884,7 +938,7 @@ def test_extras_that_need_other_versions_of_the_core_s_packages_are_resolved_in_
         )
     assert all(r.ok for r in results), [r.error for r in results]
     (core,) = daemon.built(CORE_DOCKERFILE)
-    (full,) = daemon.built(FULL_DOCKERFILE)
+    (full,) = daemon.built(EXTRAS)
     # The pinned attempt failed, so the extras were resolved as before: in the core image.
     (in_core,) = [r for r in daemon.resolutions if r["base_image"] == core["tag"]]
     assert (in_core["exclude"], in_core["constraints"]) == (("prefect",), ())
@@ -897,7 +951,7 @@ def test_extras_that_need_other_versions_of_the_core_s_packages_are_resolved_in_
 def test_an_image_gone_before_its_smoke_test_fails(
     matrix: Matrix, client: FakeClient, daemon: Daemon, tmp_path: Path
 ) -> None:
-    daemon.untagged = {FULL_DOCKERFILE}
+    daemon.untagged = {EXTRAS}
     core, full = make_builder(client, matrix, tmp_path).build(group_of(matrix, "3.9.1", "3.13"))
     assert core.ok
     assert full.error.startswith("image vanished:")
@@ -920,8 +974,8 @@ def test_a_published_core_is_pulled_and_built_on_not_rebuilt(
     assert [(r.image.id, r.ok) for r in results] == [("full-3.9.1-py3.13", True)]
     assert daemon.built(CORE_DOCKERFILE) == []
     assert (released, auth) in client.pulls
-    (full,) = daemon.built(FULL_DOCKERFILE)
-    assert full["buildargs"] == {"CORE_IMAGE": released}
+    (full,) = daemon.built(EXTRAS)
+    assert full["parent"] == client.images.get(released).id
     (resolution,) = daemon.resolutions
     assert resolution["base_image"] == released
     assert resolution["exclude"] == ("prefect",)
@@ -938,7 +992,7 @@ def test_a_published_core_changes_the_fingerprint(
     )
     (on_released,) = make_builder(client, matrix, tmp_path).build(only_full)
     assert on_local.ok and on_released.ok
-    built_on_local, built_on_released = daemon.built(FULL_DOCKERFILE)
+    built_on_local, built_on_released = daemon.built(EXTRAS)
     assert (
         built_on_released["labels"][labels.FINGERPRINT]
         != built_on_local["labels"][labels.FINGERPRINT]
@@ -980,7 +1034,7 @@ def test_a_replace_build_records_what_it_replaces_under_another_cache_key(
     core, full = make_builder(client, matrix, tmp_path).build(replacing)
 
     assert core.ok and full.ok
-    built = daemon.built(FULL_DOCKERFILE)
+    built = daemon.built(EXTRAS)
     assert len(built) == 2  # the replacing image is another image: built, not reused
     assert built[1]["labels"][labels.REPLACES] == old
     assert built[1]["tag"] != built[0]["tag"]
@@ -1078,10 +1132,14 @@ def test_docker_engine_tags_and_pushes_the_saved_image_to_the_run_s_registry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pushed: list[tuple[Any, Any, str, str, str]] = []
+    made: list[Any] = []
 
-    def own_push(cl: Any, registry: Any, *, repo: str, tag: str, image_id: str, work: Path) -> str:
+    def own_push(
+        cl: Any, registry: Any, *, repo: str, tag: str, image_id: str, work: Path, assemblies: Any
+    ) -> str:
         assert work.is_dir()
         pushed.append((cl, registry, repo, tag, image_id))
+        made.append(assemblies.get(image_id))
         return "sha256:d"
 
     monkeypatch.setattr(push, "push", own_push)
@@ -1105,6 +1163,8 @@ def test_docker_engine_tags_and_pushes_the_saved_image_to_the_run_s_registry(
         assert workdir.is_dir()
     assert result == "sha256:d"
     assert pushed == [(client, registry, "ns/prefect", "core-3.9.1", core.local_id)]
+    # Pushed from what it was made of: the engine hands over the run's made images.
+    assert made[0] is not None and made[0].id == core.local_id
     assert client.tagged == [
         (core.local_id, "prefecthq/prefect", "core-3.9.1"),
         (core.local_id, "localhost:5000/ns/prefect", "core-3.9.1"),
@@ -1431,12 +1491,12 @@ def test_an_image_built_on_a_released_core_records_what_that_core_was_built_from
     (result,) = make_builder(client, matrix, tmp_path).build(only_full)
 
     assert result.ok
-    (full,) = daemon.built(FULL_DOCKERFILE)
+    (full,) = daemon.built(EXTRAS)
     recorded = Inputs.from_label(full["labels"][labels.INPUTS])
     assert recorded is not None
     assert (recorded.base, recorded.base_id) == (old.base, old.base_id)
     assert recorded.files[CORE_DOCKERFILE] == "1" * 64
-    assert FULL_DOCKERFILE in recorded.files and recorded.extras == ("docker",)
+    assert recorded.files == old.files and recorded.extras == ("docker",)
 
 
 # -- platforms ---------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from registry_server import run_registry
 
-from publisher import push
+from publisher import assemble, push
+from publisher.assemble import Assembled, Assemblies, Layer
 from publisher.errors import RegistryError
 from publisher.registry import DOCKER_MANIFEST, RegistryClient
 
@@ -229,3 +230,80 @@ def _blob(registry: RegistryClient, repo: str, digest: str) -> bytes:
     response = requests.get(f"{registry.base_url}/v2/{repo}/blobs/{digest}", timeout=10)
     response.raise_for_status()
     return response.content
+
+
+# -- images made here (assemble.py) ------------------------------------------------------
+
+
+def _made(tmp_path: Path, parent_config: bytes, name: str, data: bytes) -> Assembled:
+    """An image made of ``parent_config``'s image and one layer archive ``data``."""
+    path = tmp_path / f"{name}.tar"
+    path.write_bytes(data)
+    new = Layer(diff_id=sha256(data), path=path, created_by=f"ADD {name}.tar /")
+    made_config = assemble.child_config(parent_config, [new], labels={"n": name}, created="t")
+    return Assembled(config=made_config, parent=sha256(parent_config), layers=(new,))
+
+
+def _on_base(tmp_path: Path) -> tuple[FakeClient, str, Assemblies, Assembled]:
+    """A daemon holding a base image, and a core made here of it."""
+    client = FakeClient()
+    bottom_config = config([BASE])
+    bottom = client.add(bottom_config, [BASE])
+    assemblies = Assemblies(tmp_path / "made")
+    core = _made(tmp_path, bottom_config, "core", CORE)
+    assemblies.add(core)
+    return client, bottom, assemblies, core
+
+
+def test_an_image_made_here_is_pushed_from_its_archives_and_its_bottom_saved_once(
+    registry: RegistryClient, tmp_path: Path, compressed: list[bytes]
+) -> None:
+    client, bottom, assemblies, core = _on_base(tmp_path)
+    full = _made(tmp_path, core.config, "full", EXTRA)
+    assemblies.add(full)
+
+    pushed = {
+        image.id: push.push(
+            client,  # type: ignore[arg-type]
+            registry,
+            repo="ns/prefect",
+            tag=tag,
+            image_id=image.id,
+            work=tmp_path,
+            assemblies=assemblies,
+        )
+        for tag, image in (("full", full), ("core", core))
+    }
+
+    # The full image first: its core's layer from the core's archive, the base's from the
+    # one image below both that was not made here, read out of the daemon once.
+    assert client.api.saved == [bottom]
+    assert compressed == [BASE, CORE, EXTRA]
+    for tag, image in (("full", full), ("core", core)):
+        document = json.loads(registry.manifest("ns/prefect", pushed[image.id]).raw)
+        assert document["config"]["digest"] == image.id
+        assert registry.labels("ns/prefect", tag)["n"] == tag
+        layers = [_blob(registry, "ns/prefect", entry["digest"]) for entry in document["layers"]]
+        assert [gzip.decompress(blob) for blob in layers] == [BASE, CORE, EXTRA][: len(layers)]
+
+
+def test_an_image_made_here_on_layers_the_registry_holds_reads_nothing_from_the_daemon(
+    registry: RegistryClient, tmp_path: Path, compressed: list[bytes]
+) -> None:
+    client, bottom, assemblies, core = _on_base(tmp_path)
+    push.push(client, registry, repo="p", tag="base", image_id=bottom, work=tmp_path)  # type: ignore[arg-type]
+    client.api.saved.clear()
+
+    push.push(
+        client,  # type: ignore[arg-type]
+        registry,
+        repo="p",
+        tag="core",
+        image_id=core.id,
+        work=tmp_path,
+        assemblies=assemblies,
+    )
+
+    assert client.api.saved == []
+    assert compressed == [BASE, CORE]  # the base's once, for its own push
+    assert registry.digest("p", "core") is not None

@@ -20,7 +20,7 @@ from publisher.matrix import Matrix, load
 from publisher.plan import Image, Plan, plan
 from publisher.progress import Reporter
 from publisher.publish import Options, Publication, survey
-from publisher.recipe import CORE_DOCKERFILE, FULL_DOCKERFILE, Sources, recipe_for
+from publisher.recipe import CORE_DOCKERFILE, ENTRYPOINT, Sources, recipe_for
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "ns/prefect"
@@ -106,12 +106,12 @@ def test_a_changed_dockerfile_makes_every_image_stale(matrix: Matrix) -> None:
     the_plan = plan(matrix)
     for image in the_plan.images:
         seed(registry, image, **{labels.INPUTS: inputs_label(image)})
-    edited = Sources(files={**SOURCES.files, FULL_DOCKERFILE: b"FROM scratch\n"})
+    edited = Sources(files={**SOURCES.files, ENTRYPOINT: b"#!/bin/sh\nexec true\n"})
 
     found = review.status(registry, REPO, the_plan, today(sources=edited))
 
     assert {s.state for s in found} == {"stale"}
-    assert {s.causes for s in found} == {(f"{FULL_DOCKERFILE} changed",)}
+    assert {s.causes for s in found} == {(f"{ENTRYPOINT} changed",)}
     core_edit = Sources(files={**SOURCES.files, CORE_DOCKERFILE: b"FROM scratch\n"})
     found = review.status(registry, REPO, the_plan, today(sources=core_edit))
     # A full image holds the core's files too.

@@ -1,6 +1,7 @@
-"""A layer's archive, as the daemon's BuildKit adds it: the layer COPY of the same tree
-gave, byte for byte, nothing at all for an empty tree, and the same layer again for the same
-files installed at another time."""
+"""A layer's archive, as the publisher makes an image of it (assemble.py) on a real daemon:
+the files a COPY of the same tree gave, with their modes, owner and times; no layer for
+an empty tree; and the same layer, and the same image, for the same files installed at
+another time."""
 
 from __future__ import annotations
 
@@ -10,20 +11,19 @@ from pathlib import Path
 
 import docker
 
+from publisher import assemble
 from publisher import docker_client as containers
+from publisher.assemble import Assembled, Assemblies
 from publisher.installs import merged
 from publisher.target import EPOCH
 from tests.e2e.conftest import Services
 
-
-def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str) -> list[str]:
-    """Build ``dockerfile`` (its text) on ``context``; the image's layer digests."""
-    (context / "Dockerfile").write_text(dockerfile)
-    request = containers.BuildRequest(
-        context=context, dockerfile="Dockerfile", buildargs={}, labels={}, tag=tag, platform=None
-    )
-    containers.build(client, request, on_line=lambda line: None)
-    return list(client.images.get(tag).attrs["RootFS"]["Layers"])
+LISTING = [
+    "sh",
+    "-c",
+    "layered && find /usr/local/bin/layered /usr/local/lib/python3.13/site-packages/layered"
+    " -printf '%p %m %U:%G %T@\\n' | sort",
+]
 
 
 def installed(tree: Path, written: float) -> Path:
@@ -40,58 +40,74 @@ def installed(tree: Path, written: float) -> Path:
     return tree
 
 
-def test_added_archives_give_the_layers_copied_trees_gave(
+def make(
+    client: docker.DockerClient, assemblies: Assemblies, parent: str, tree: Path, tag: str
+) -> Assembled:
+    """The image of ``parent`` plus ``tree``'s layer, loaded as ``tag``."""
+    layer = assemble.archive_layer(
+        merged([tree]), assemblies.new_file("deps.tar"), "ADD deps.tar /", mtime=EPOCH
+    )
+    layers = (layer,) if layer is not None else ()
+    parent_config = assemblies.config_of(client, parent)
+    config = assemble.child_config(
+        parent_config, layers, labels={"t": "1"}, created="2026-01-01T00:00:00Z"
+    )
+    image = Assembled(config=config, parent=parent, layers=layers)
+    assemble.load(client, image, tag)
+    return image
+
+
+def test_a_made_layer_holds_what_a_copied_tree_gave(
     services: Services, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     base = services.base_image.format(python=services.pythons[-1])
+    parent = containers.image_id(docker_client, base)
     # COPY keeps a file's time, the archive gives every entry EPOCH: the same when the tree
     # has that time already.
     tree = installed(tmp_path / "tree", written=EPOCH)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-
-    copied, added = tmp_path / "copied", tmp_path / "added"
+    copied = tmp_path / "copied"
     copied.mkdir()
     shutil.copytree(tree, copied / "deps", symlinks=True)
-    (copied / "extras").mkdir()
-    containers.layer_archive(merged([tree]), added / "deps.tar", mtime=EPOCH)
-    containers.layer_archive(merged([empty]), added / "extras.tar", mtime=EPOCH)
-    tags = ("publisher-e2e/layers:copied", "publisher-e2e/layers:added")
+    (copied / "Dockerfile").write_text(f"FROM {base}\nCOPY deps/ /\n")
+    tags = ("publisher-e2e/layers:copied", "publisher-e2e/layers:made")
     try:
-        by_copy = build(
-            docker_client, copied, f"FROM {base}\nCOPY deps/ /\nCOPY extras/ /\n", tags[0]
+        request = containers.BuildRequest(
+            context=copied, dockerfile="Dockerfile", buildargs={}, labels={}, tag=tags[0]
         )
-        by_add = build(
-            docker_client, added, f"FROM {base}\nADD deps.tar /\nADD extras.tar /\n", tags[1]
+        containers.build(docker_client, request, on_line=lambda line: None)
+        image = make(docker_client, Assemblies(tmp_path / "made"), parent, tree, tags[1])
+
+        assert docker_client.images.get(tags[1]).id == image.id
+        by_copy, by_made = (
+            docker_client.containers.run(tag, LISTING, remove=True).decode() for tag in tags
         )
-        # The same layers: the same image to every registry and every pull.
-        assert by_add == by_copy
-        output = docker_client.containers.run(
-            tags[1], ["sh", "-c", "layered; ls /extras.tar /deps.tar 2>&1; true"], remove=True
-        ).decode()
-        assert output.startswith("layered\n")
-        # Neither archive itself landed in the image.
-        assert output.count("No such file") == 2
+        assert by_made.startswith("layered\n")
+        assert f" 755 0:0 {EPOCH}" in by_made
+        assert by_made == by_copy
+        # One layer on the base's, which the daemon had: only the new one was loaded.
+        layers = docker_client.images.get(tags[1]).attrs["RootFS"]["Layers"]
+        base_layers = docker_client.images.get(base).attrs["RootFS"]["Layers"]
+        assert layers == [*base_layers, image.layers[0].diff_id]
     finally:
         for tag in tags:
             docker_client.images.remove(tag, force=True)
 
 
-def test_the_same_files_installed_again_later_give_the_same_layer(
+def test_the_same_files_installed_again_later_make_the_same_layer_and_image(
     services: Services, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     # A later run (or another machine) installs the same wheels at another time: its
-    # layer must be the one the registry holds already, not a new one to build and upload.
+    # layer must be the one the registry holds already, not a new one to upload.
     base = services.base_image.format(python=services.pythons[-1])
-    layers = []
+    parent = containers.image_id(docker_client, base)
+    made = []
     tags = ("publisher-e2e/layers:earlier", "publisher-e2e/layers:later")
     try:
         for tag, written in zip(tags, (1_700_000_000, 1_800_000_000), strict=True):
-            context = tmp_path / tag.rsplit(":", 1)[1]
             tree = installed(tmp_path / f"tree-{written}", written=written)
-            containers.layer_archive(merged([tree]), context / "deps.tar", mtime=EPOCH)
-            layers.append(build(docker_client, context, f"FROM {base}\nADD deps.tar /\n", tag))
-        assert layers[0] == layers[1]
+            made.append(make(docker_client, Assemblies(tmp_path / tag[-5:]), parent, tree, tag))
+        assert made[0].layers[0].diff_id == made[1].layers[0].diff_id
+        assert made[0].id == made[1].id == docker_client.images.get(tags[1]).id
         stamp = docker_client.containers.run(
             tags[1],
             ["stat", "-c", "%Y", "/usr/local/lib/python3.13/site-packages/layered/__init__.py"],
@@ -101,3 +117,21 @@ def test_the_same_files_installed_again_later_give_the_same_layer(
     finally:
         for tag in tags:
             docker_client.images.remove(tag, force=True)
+
+
+def test_an_empty_tree_makes_no_layer(
+    services: Services, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    base = services.base_image.format(python=services.pythons[-1])
+    parent = containers.image_id(docker_client, base)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tag = "publisher-e2e/layers:empty"
+    try:
+        image = make(docker_client, Assemblies(tmp_path / "made"), parent, empty, tag)
+        assert image.layers == ()
+        layers = docker_client.images.get(tag).attrs["RootFS"]["Layers"]
+        assert layers == docker_client.images.get(base).attrs["RootFS"]["Layers"]
+        assert docker_client.images.get(tag).labels["t"] == "1"
+    finally:
+        docker_client.images.remove(tag, force=True)
