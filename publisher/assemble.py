@@ -23,12 +23,13 @@ import itertools
 import json
 import os
 import shutil
+import stat
 import tarfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import docker
 
@@ -166,14 +167,70 @@ def _pad(out: BinaryIO, size: int) -> None:
 def archive_layer(
     entries: Mapping[str, Path], path: Path, created_by: str, *, mtime: int
 ) -> Layer | None:
-    """Write ``entries`` as a layer archive (docker_client.layer_archive) and hash it; no
-    entries make no layer."""
+    """The layer of ``entries`` (path in the image, without a leading /, and the file,
+    folder or link it is), written to ``path`` in their order, owner root, timed
+    ``mtime``, and hashed as it is written; no entries make no layer. No entry for /
+    itself, which would restamp it.
+
+    One time for all: pip writes files with the time it installed them, so the same
+    dependencies installed again (a later run, another machine) would make a new layer,
+    with a new diff id to load and upload, where they now make the same one. Byte code
+    stays valid: its sources were compiled with this time already (target.PIP_WRAPPER).
+    """
     if not entries:
         return None
-    docker_client.layer_archive(entries, path, mtime=mtime)
-    with path.open("rb") as file:
-        digest = hashlib.file_digest(file, "sha256")
-    return Layer(diff_id="sha256:" + digest.hexdigest(), path=path, created_by=created_by)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as file:
+        hashing = _Hashing(file)
+        # tarfile writing an archive calls only write() and tell().
+        sink = cast(BinaryIO, hashing)
+        with tarfile.open(fileobj=sink, mode="w", format=tarfile.GNU_FORMAT) as out:
+            for name, source in entries.items():
+                found = os.lstat(source)
+                if stat.S_ISREG(found.st_mode):
+                    info = _entry(name, found, mtime, tarfile.REGTYPE)
+                    info.size = found.st_size
+                    with open(source, "rb") as content:
+                        out.addfile(info, content)
+                elif stat.S_ISDIR(found.st_mode):
+                    out.addfile(_entry(name, found, mtime, tarfile.DIRTYPE))
+                elif stat.S_ISLNK(found.st_mode):
+                    info = _entry(name, found, mtime, tarfile.SYMTYPE)
+                    info.linkname = os.readlink(source)
+                    out.addfile(info)
+                else:
+                    raise BuildError(f"{source}: not a file, folder or link, cannot be in a layer")
+    digest = "sha256:" + hashing.sha256.hexdigest()
+    return Layer(diff_id=digest, path=path, created_by=created_by)
+
+
+def _entry(name: str, found: os.stat_result, mtime: int, kind: bytes) -> tarfile.TarInfo:
+    # Made here rather than by TarFile.gettarinfo, which looks up each file's owner and
+    # group by name only for them to be replaced by root.
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = stat.S_IMODE(found.st_mode)
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+class _Hashing:
+    """A file that hashes what is written to it: the archive is read once, not twice."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.sha256 = hashlib.sha256()
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self._written += len(data)
+        return self.file.write(data)
+
+    def tell(self) -> int:  # tarfile asks where the archive starts
+        return self._written
 
 
 class Assemblies:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,54 +177,6 @@ def context_tar(context: Path, dockerfile: str) -> Iterator[IO[bytes]]:
         yield body
     finally:
         body.close()
-
-
-def layer_archive(entries: Mapping[str, Path], archive: Path, *, mtime: int) -> None:
-    """The tar a Dockerfile's ``ADD`` unpacks onto the image's root: each of ``entries``
-    (path in the image, without a leading /, and the file, folder or link it is) in its
-    order, owner root, timed ``mtime``. No entry for / itself, which would restamp it.
-
-    One time for all: BuildKit keys an ``ADD`` by the tar's bytes, and pip writes files with
-    the time it installed them, so the same dependencies installed again (a later run, another
-    machine) would make a new layer to upload where they now make the same one. Byte code
-    stays valid: its sources were compiled with this time already (target.PIP_WRAPPER).
-
-    Posted as a tree and copied by ``COPY``, a core's 233 MB of dependencies took BuildKit
-    12-15 s and 14-17 core-seconds; as one tar for ``ADD`` 6-7 s and 7 core-seconds, plus about
-    one for this tar (docs/benchmarks.md). No entries make an empty folder of the archive's
-    name: ``ADD`` copies a folder's contents, here nothing, as ``COPY`` of an empty tree did,
-    where it would copy a tar without members as a file.
-    """
-    if not entries:
-        archive.mkdir(parents=True, exist_ok=True)
-        return
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as out:
-        for name, source in entries.items():
-            found = os.lstat(source)
-            if stat.S_ISREG(found.st_mode):
-                info = _entry(name, found, mtime, tarfile.REGTYPE)
-                info.size = found.st_size
-                with open(source, "rb") as content:
-                    out.addfile(info, content)
-            elif stat.S_ISDIR(found.st_mode):
-                out.addfile(_entry(name, found, mtime, tarfile.DIRTYPE))
-            elif stat.S_ISLNK(found.st_mode):
-                info = _entry(name, found, mtime, tarfile.SYMTYPE)
-                info.linkname = os.readlink(source)
-                out.addfile(info)
-            else:
-                raise BuildError(f"{source}: not a file, folder or link, cannot be in a layer")
-
-
-def _entry(name: str, found: os.stat_result, mtime: int, kind: bytes) -> tarfile.TarInfo:
-    # Made here rather than by TarFile.gettarinfo, which looks up each file's owner and
-    # group by name only for them to be replaced by root.
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = stat.S_IMODE(found.st_mode)
-    info.mtime = mtime
-    return _as_root(info)
 
 
 def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:

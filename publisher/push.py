@@ -95,8 +95,7 @@ def push(
 
     An image made in this run (assemble.py) is pushed from the config and layer archives
     it was made of; any other is saved from the daemon first."""
-    made = assemblies.get(image_id) if assemblies is not None else None
-    if made is not None and assemblies is not None:
+    if assemblies is not None and (made := assemblies.get(image_id)) is not None:
         config_bytes = made.config
         layers = _made_layers(client, registry, repo, made, assemblies)
     else:

@@ -61,7 +61,7 @@ print(json.dumps({
 #
 # Whatever the target, byte code records its source's mtime (and pip extracts with the time
 # of the installation), so each source gets EPOCH before it is compiled: the layer archive
-# gives every file EPOCH (docker_client.layer_archive), and byte code that recorded any
+# gives every file EPOCH (assemble.archive_layer), and byte code that recorded any
 # other time would be stale in the image. The same wheels then make the same layer bytes.
 PIP_WRAPPER = r"""
 import compileall, json, os, sys

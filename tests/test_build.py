@@ -169,25 +169,13 @@ class Daemon:
     def build(self, client: FakeClient, request: docker_client.BuildRequest, **options: Any) -> str:
         kw: dict[str, Any] = {**dataclasses.asdict(request), **options}
         context: Path = kw["context"]
+        # Layer archives are not in a build context: they go to the daemon by `load`.
+        assert not any(context.glob("*.tar"))
         kw["files"] = {
             str(p.relative_to(context)): p.read_bytes()
             for p in sorted(context.rglob("*"))
-            if p.is_file() and p.suffix not in (".whl", ".tar")
+            if p.is_file() and p.suffix != ".whl"
         }
-        # A layer's archive (LAYER.tar, unpacked onto / by the Dockerfile's ADD), as if its
-        # files were in a LAYER folder: owned by root, and none of the archive's own.
-        for archive in sorted(context.glob("*.tar")):
-            if archive.is_dir():  # an empty tree
-                assert not any(archive.iterdir())
-                continue
-            with tarfile.open(archive) as layer:
-                for member in layer.getmembers():
-                    assert (member.uid, member.gid, member.uname) == (0, 0, "root")
-                    assert not member.name.startswith(("/", "./", archive.stem))
-                    if member.isfile():
-                        read = layer.extractfile(member)
-                        assert read is not None
-                        kw["files"][f"{archive.stem}/{member.name}"] = read.read()
         kw["wheels"] = sorted(p.name for p in context.rglob("*.whl"))
         kw["made"] = False
         kw["on_line"]("Step 1/9 : FROM somewhere")

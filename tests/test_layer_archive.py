@@ -1,4 +1,4 @@
-"""docker_client: the archives a build context carries (no daemon here)."""
+"""assemble.archive_layer: the layer archive of installed trees (no daemon here)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from publisher import docker_client
+from publisher import assemble
 from publisher.installs import merged
 
 EPOCH = 315532800
@@ -31,11 +31,11 @@ def tree_of(root: Path, written: float) -> Path:
 def test_a_layer_archive_holds_the_tree_s_entries_owned_by_root(tmp_path: Path) -> None:
     tree = tree_of(tmp_path / "tree", written=1_700_000_000)
     archive = tmp_path / "context" / "deps.tar"
-    docker_client.layer_archive(merged([tree]), archive, mtime=EPOCH)
+    assemble.archive_layer(merged([tree]), archive, "ADD", mtime=EPOCH)
 
     with tarfile.open(archive) as layer:
         members = {member.name: member for member in layer.getmembers()}
-    # Relative to the tree, without an entry for the tree itself: ADD onto / restamps
+    # Relative to the tree, without an entry for the tree itself: unpacked onto / it restamps
     # nothing above usr/.
     assert sorted(members) == [
         "usr",
@@ -55,17 +55,19 @@ def test_a_layer_archive_holds_the_tree_s_entries_owned_by_root(tmp_path: Path) 
     assert members["usr/local/bin/alias"].linkname == "tool"
     # Every entry, the link too, has the one time, whenever it was written.
     assert {m.mtime for m in members.values()} == {EPOCH}
-    # The format BuildKit takes a posted tar in (no PAX header).
+    # GNU headers, as every tar the publisher writes (no PAX header with float times).
     assert archive.read_bytes()[257:265] == b"ustar  \x00"
 
 
 def test_the_same_files_installed_at_other_times_make_the_same_archive(tmp_path: Path) -> None:
-    # BuildKit keys an ADD by the tar's bytes: a later run's install of the same wheels
-    # must give the same bytes, or it builds and uploads a new, equal layer.
+    # A layer's diff id is its tar's sha256: a later run's install of the same wheels
+    # must give the same bytes, or it loads and uploads a new, equal layer.
     earlier = tree_of(tmp_path / "earlier", written=1_700_000_000)
     later = tree_of(tmp_path / "later", written=1_800_000_000.5)
-    docker_client.layer_archive(merged([earlier]), tmp_path / "one/deps.tar", mtime=EPOCH)
-    docker_client.layer_archive(merged([later]), tmp_path / "two/deps.tar", mtime=EPOCH)
+    one = assemble.archive_layer(merged([earlier]), tmp_path / "one/deps.tar", "ADD", mtime=EPOCH)
+    two = assemble.archive_layer(merged([later]), tmp_path / "two/deps.tar", "ADD", mtime=EPOCH)
+    assert one is not None and two is not None
+    assert one.diff_id == two.diff_id
     assert (tmp_path / "one/deps.tar").read_bytes() == (tmp_path / "two/deps.tar").read_bytes()
     # The tree on disk keeps its own times.
     assert (later / "usr/local/bin/tool").stat().st_mtime == 1_800_000_000.5
@@ -89,7 +91,7 @@ def test_trees_laid_over_each_other_archive_as_one_tree_of_them_all_would(
     shutil.copytree(first, both, symlinks=True)
     shutil.copytree(second, both, symlinks=True, dirs_exist_ok=True)
 
-    docker_client.layer_archive(merged([first, second]), tmp_path / "a/deps.tar", mtime=EPOCH)
+    assemble.archive_layer(merged([first, second]), tmp_path / "a/deps.tar", "ADD", mtime=EPOCH)
 
     def as_root_at_epoch(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -101,13 +103,3 @@ def test_trees_laid_over_each_other_archive_as_one_tree_of_them_all_would(
         for path in sorted(both.iterdir()):
             out.add(path, arcname=path.name, filter=as_root_at_epoch)
     assert (tmp_path / "a/deps.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
-
-
-def test_no_entries_become_an_empty_folder_that_add_copies_nothing_from(tmp_path: Path) -> None:
-    # ADD unpacks a tar only when it has a member; it would copy an empty one as a file.
-    (tmp_path / "tree").mkdir()
-    docker_client.layer_archive(merged([tmp_path / "tree"]), tmp_path / "c/extras.tar", mtime=EPOCH)
-    docker_client.layer_archive(merged([tmp_path / "missing"]), tmp_path / "c/other.tar", mtime=0)
-    for name in ("extras.tar", "other.tar"):
-        assert (tmp_path / "c" / name).is_dir()
-        assert not any((tmp_path / "c" / name).iterdir())
