@@ -72,7 +72,10 @@ def tests(session: nox.Session) -> None:
         # `nox -s tests-emulated` runs them alone.
         session.log("PUBLISHER_TEST_ARM64_PYTHONS is empty: deselecting the emulated tests")
         args = ["-m", "not emulated", *args]
-    _with_bootstrap(session, "pytest", *args)
+    # Two workers, each running whole modules (a module's fixtures are made once): a test
+    # often waits (on a server starting, a registry, npm), and one worker kept the two
+    # cores 55% busy. `-- -n 0` runs them in this process.
+    _with_bootstrap(session, "pytest", "-n", "2", "--dist", "loadfile", *args)
 
 
 @nox.session(name="tests-emulated", default=False)

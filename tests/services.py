@@ -194,8 +194,9 @@ class Bootstrap:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path``: one writer per cache dir."""
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``: one writer per cache dir, one test worker (pytest
+    -n) at a time where two would do the same work."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -208,7 +209,7 @@ def tools_python(cache: Path) -> Path:
     python = venv / "bin" / "python"
     stamp = venv / ".publisher-test-stamp"
     want = f"recipe={TOOLS_RECIPE} {' '.join(TOOLS)}"
-    with _locked(cache / "venv.lock"):
+    with locked(cache / "venv.lock"):
         if python.exists() and stamp.exists() and stamp.read_text().strip() == want:
             return python
         shutil.rmtree(venv, ignore_errors=True)
@@ -314,7 +315,7 @@ def ensure_wheelhouse(
     want += "".join(
         f" {py}-aarch64={env['python_full_version']}" for py, env in sorted(arm64.items())
     )
-    with _locked(cache / "wheelhouse.lock"):
+    with locked(cache / "wheelhouse.lock"):
         if stamp.exists() and stamp.read_text().strip() == want and _complete(wheelhouse):
             return wheelhouse
         python = tools_python(cache)
@@ -433,7 +434,7 @@ def ensure_upstream_wheels(cache: Path, markers: dict[str, dict[str, str]], bund
         f"recipe={UPSTREAM_RECIPE} {UPSTREAM_PYTHON}={env['python_full_version']}"
         f" requirements={hashlib.sha256(json.dumps(requirements).encode()).hexdigest()[:16]}"
     )
-    with _locked(cache / "wheelhouse.lock"):
+    with locked(cache / "wheelhouse.lock"):
         if stamp.exists():
             recorded, *files = stamp.read_text().splitlines()
             if recorded == want and all((wheelhouse / name).exists() for name in files):

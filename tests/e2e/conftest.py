@@ -32,6 +32,7 @@ from tests.services import (
     PREFECT_VERSIONS,
     Bootstrap,
     bootstrap_wheelhouse,
+    locked,
     package_index,
     sdist,
     tools_python,
@@ -233,15 +234,18 @@ def published(services: Services, tmp_path_factory: pytest.TempPathFactory) -> P
     matrix = write_matrix(tmp_path_factory.mktemp("e2e-matrix"), services)
     namespace = f"{services.registry}/e2e"
     # The index URL carries credentials, as a private mirror's would; the tests then
-    # look for them in everything the images contain.
-    result = run_publisher(
-        "publish",
-        "--matrix",
-        matrix,
-        "--registry",
-        namespace,
-        env={"PIP_INDEX_URL": services.index_with_secret()},
-    )
+    # look for them in everything the images contain. Test workers (pytest -n) publish one
+    # after another: the first builds the images, the next finds them on the daemon they
+    # share by fingerprint and uploads them to its own registry.
+    with locked(services.state / "published.lock"):
+        result = run_publisher(
+            "publish",
+            "--matrix",
+            matrix,
+            "--registry",
+            namespace,
+            env={"PIP_INDEX_URL": services.index_with_secret()},
+        )
     assert result.returncode == 0, f"publish failed:\n{result.stdout}\n{result.stderr}"
     return Published(
         matrix=matrix,
