@@ -139,10 +139,7 @@ class Sampler:
         """``total`` (the machine's busy core-seconds during the run) by part."""
         if not self._root.is_dir():
             return Work()
-        used = {
-            name: ((ns - self._baseline.get(name, 0)) / 1e9, command)
-            for name, (ns, command) in self._seen.items()
-        }
+        used = self._used()
         everything = used.pop(".", (0.0, ""))[0]
         build_steps = used.pop(BUILDKIT, (0.0, ""))[0]
         containers = {name: found for name, found in used.items() if "/" not in name}
@@ -160,6 +157,20 @@ class Sampler:
             containers=containers,
             processes=processes,
         )
+
+    def containers(self) -> dict[str, tuple[float, str]]:
+        """Each container seen during the run, by id: its core-seconds and command line."""
+        return {
+            name: found
+            for name, found in self._used().items()
+            if name not in (".", BUILDKIT) and "/" not in name
+        }
+
+    def _used(self) -> dict[str, tuple[float, str]]:
+        return {
+            name: ((ns - self._baseline.get(name, 0)) / 1e9, command)
+            for name, (ns, command) in self._seen.items()
+        }
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

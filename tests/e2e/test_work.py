@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import docker
 
-from tests.bench.work import Sampler, docker_cgroups
+from tests.bench.work import Sampler, docker_cgroups, part_of
 from tests.e2e.conftest import Services
 
 # Busy for about 1.5 s of one core; its command line says "compileall", as the publisher's
@@ -20,11 +20,17 @@ def test_a_removed_containers_work_goes_to_its_part(
     assert docker_cgroups().is_dir(), "the daemon's containers should have docker cgroups"
     base = services.base_image.format(python=services.pythons[-1])
     with Sampler(interval=0.2) as sampler:
-        docker_client.containers.run(
-            base, ["python", "-c", BUSY, "compileall"], network_mode="none", remove=True
+        container = docker_client.containers.run(
+            base, ["python", "-c", BUSY, "compileall"], network_mode="none", detach=True
         )
+        assert container.wait(timeout=120)["StatusCode"] == 0
+        container.remove()
+    # Read by its own id: the other test worker may run containers meanwhile, whose work
+    # goes to the parts too.
+    seconds, command = sampler.containers()[container.id]
+    assert 1.3 <= seconds <= 3.0, (seconds, command)
+    assert part_of(command) == "install", command
     work = sampler.work(100.0)
-    assert 1.3 <= work.parts["install"] <= 3.0, work.parts
-    assert work.parts["smoke tests"] == 0.0
+    assert work.parts["install"] >= seconds, work.parts
     # Starting and removing a container is the daemon's work.
     assert work.parts["daemon"] > 0.0
