@@ -178,6 +178,16 @@ def run_publisher(
     )
 
 
+def publish(
+    matrix: Path, namespace: str, *args: str | Path, index: str
+) -> subprocess.CompletedProcess[str]:
+    """`publisher publish` of ``matrix`` to ``namespace`` (HOST:PORT/NAMESPACE), its
+    packages from ``index``."""
+    return run_publisher(
+        "publish", "--matrix", matrix, "--registry", namespace, *args, env={"PIP_INDEX_URL": index}
+    )
+
+
 def start_publisher(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`python -m publisher ARGS` in the background; its stderr and stdout in one pipe."""
     return subprocess.Popen(
@@ -238,14 +248,7 @@ def published(services: Services, tmp_path_factory: pytest.TempPathFactory) -> P
     # after another: the first builds the images, the next finds them on the daemon they
     # share by fingerprint and uploads them to its own registry.
     with locked(services.state / "published.lock"):
-        result = run_publisher(
-            "publish",
-            "--matrix",
-            matrix,
-            "--registry",
-            namespace,
-            env={"PIP_INDEX_URL": services.index_with_secret()},
-        )
+        result = publish(matrix, namespace, index=services.index_with_secret())
     assert result.returncode == 0, f"publish failed:\n{result.stdout}\n{result.stderr}"
     return Published(
         matrix=matrix,

@@ -22,8 +22,8 @@ from .conftest import (
     REPO_ROOT,
     Published,
     Services,
+    publish,
     release_snapshot,
-    run_publisher,
     write_matrix,
 )
 
@@ -35,27 +35,13 @@ def test_adding_a_version_builds_only_its_images_and_repoints_rolling_tags(
     name = f"incremental-{uuid.uuid4().hex[:8]}"  # a repository no earlier run has touched
     namespace, repo = f"{services.registry}/{name}", f"{name}/prefect"
     first = write_matrix(tmp_path / "first", services, versions=[older])
-    result = run_publisher(
-        "publish",
-        "--matrix",
-        first,
-        "--registry",
-        namespace,
-        env={"PIP_INDEX_URL": services.index},
-    )
+    result = publish(first, namespace, index=services.index)
     assert result.returncode == 0, result.stderr
     before = release_snapshot(published.registry, repo)
     assert published.registry.labels(repo, "latest")["org.opencontainers.image.version"] == older
 
     both = write_matrix(tmp_path / "both", services, versions=[older, newer])
-    result = run_publisher(
-        "publish",
-        "--matrix",
-        both,
-        "--registry",
-        namespace,
-        env={"PIP_INDEX_URL": services.index},
-    )
+    result = publish(both, namespace, index=services.index)
     assert result.returncode == 0, result.stderr
     after = release_snapshot(published.registry, repo)
 
@@ -120,14 +106,7 @@ def test_a_killed_publish_resumes_without_rebuilding_and_never_runs_rolling_tags
     assert not rolling & set(partial), f"rolling tags ahead of their images: {partial}"
 
     started = time.monotonic()
-    result = run_publisher(
-        "publish",
-        "--matrix",
-        matrix,
-        "--registry",
-        namespace,
-        env={"PIP_INDEX_URL": services.index},
-    )
+    result = publish(matrix, namespace, index=services.index)
     assert result.returncode == 0, result.stderr
     assert "building (" not in result.stderr, "a resumed run rebuilt an image"
     finished = release_snapshot(published.registry, repo)

@@ -21,7 +21,7 @@ from publisher.upload import UPLOAD_TAG
 from tests.base_index import BaseIndex
 from tests.services import package_index, tools_python
 
-from .conftest import Published, Services, run_publisher, write_matrix
+from .conftest import Published, Services, publish, run_publisher, write_matrix
 
 pytestmark = pytest.mark.emulated
 
@@ -64,14 +64,7 @@ def multi(
 ) -> MultiPublished:
     matrix = _matrix(tmp_path_factory.mktemp("multi"), services, multiarch_base)
     namespace = f"{services.registry}/multi"
-    result = run_publisher(
-        "publish",
-        "--matrix",
-        matrix,
-        "--registry",
-        namespace,
-        env={"PIP_INDEX_URL": services.index},
-    )
+    result = publish(matrix, namespace, index=services.index)
     assert result.returncode == 0, f"publish failed:\n{result.stdout}\n{result.stderr}"
     return MultiPublished(
         matrix=matrix,
@@ -178,14 +171,7 @@ def test_the_amd64_image_is_what_the_amd64_only_build_gives(
 
 def test_republishing_builds_nothing(multi: MultiPublished, services: Services) -> None:
     before = {t: multi.registry.digest(multi.repo, t) for t in multi.registry.tags(multi.repo)}
-    again = run_publisher(
-        "publish",
-        "--matrix",
-        multi.matrix,
-        "--registry",
-        multi.namespace,
-        env={"PIP_INDEX_URL": services.index},
-    )
+    again = publish(multi.matrix, multi.namespace, index=services.index)
     assert again.returncode == 0, again.stderr
     # "published; not rebuilding" for each image, and no build, resolution or smoke test.
     assert again.stderr.count("published; not rebuilding") == 2, again.stderr
@@ -226,17 +212,14 @@ def test_an_arm64_failure_writes_no_tag_and_names_the_platform(
 ) -> None:
     matrix = _matrix(tmp_path, services, multiarch_base)
     namespace = f"{services.registry}/arm-fails"
-    result = run_publisher(
-        "publish",
-        "--matrix",
+    result = publish(
         matrix,
-        "--registry",
         namespace,
         "--select",
         "core-*",
         # The images built above are on this daemon and would not be resolved again.
         "--force",
-        env={"PIP_INDEX_URL": amd64_only_index},
+        index=amd64_only_index,
     )
     assert result.returncode == 5, result.stderr
     assert "linux/arm64: " in result.stdout

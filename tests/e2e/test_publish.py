@@ -25,7 +25,7 @@ from publisher.upload import UPLOAD_TAG
 from tests.helpers import assert_one_error_line, layer_steps
 from tests.registry_server import run_registry
 
-from .conftest import SECRET, Published, Services, run_publisher, write_matrix
+from .conftest import SECRET, Published, Services, publish, run_publisher, write_matrix
 
 
 def _digest_snapshot(published: Published) -> dict[str, str | None]:
@@ -380,14 +380,7 @@ def test_republishing_unchanged_images_builds_and_uploads_nothing(
     published: Published, services: Services
 ) -> None:
     before = _digest_snapshot(published)
-    result = run_publisher(
-        "publish",
-        "--matrix",
-        published.matrix,
-        "--registry",
-        published.namespace,
-        env={"PIP_INDEX_URL": services.index_with_secret()},
-    )
+    result = publish(published.matrix, published.namespace, index=services.index_with_secret())
     assert result.returncode == 0, result.stderr
     assert "building (" not in result.stderr
     assert "resolving" not in result.stderr

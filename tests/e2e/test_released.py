@@ -23,7 +23,14 @@ from publisher import cli, labels
 from publisher.matrix import load
 from publisher.plan import plan
 
-from .conftest import Published, Services, release_snapshot, run_publisher, write_matrix
+from .conftest import (
+    Published,
+    Services,
+    publish,
+    release_snapshot,
+    run_publisher,
+    write_matrix,
+)
 
 
 def _namespace(services: Services, kind: str) -> tuple[str, str]:
@@ -32,15 +39,7 @@ def _namespace(services: Services, kind: str) -> tuple[str, str]:
 
 
 def _publish(matrix: Path, namespace: str, services: Services, *args: str) -> Any:
-    result = run_publisher(
-        "publish",
-        "--matrix",
-        matrix,
-        "--registry",
-        namespace,
-        *args,
-        env={"PIP_INDEX_URL": services.index},
-    )
+    result = publish(matrix, namespace, *args, index=services.index)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
