@@ -31,6 +31,7 @@ def test_a_removed_containers_work_goes_to_its_part(
     assert 1.3 <= seconds <= 3.0, (seconds, command)
     assert part_of(command) == "install", command
     work = sampler.work(100.0)
-    assert work.parts["install"] >= seconds, work.parts
+    # Parts are rounded to a tenth, and rounding keeps order.
+    assert work.parts["install"] >= round(seconds, 1), work.parts
     # Starting and removing a container is the daemon's work.
     assert work.parts["daemon"] > 0.0
