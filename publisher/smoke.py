@@ -342,7 +342,7 @@ def check(
     20 s an image natively, minutes under QEMU. A failure, or a server too slow under load,
     is never kept. ``on_probe`` is called before the image is run.
     """
-    command = _command(ui, package, extras_present, extras_absent)
+    command = probe_command(ui, package, extras_present, extras_absent)
     entry = _entry(client, image, command)
 
     def judged(kept: Any) -> SmokeResult:
@@ -377,9 +377,11 @@ def check(
     return result
 
 
-def _command(
+def probe_command(
     ui: str, package: str, extras_present: Sequence[str], extras_absent: Sequence[str]
 ) -> list[str]:
+    """The probe's command line: run it in an image and read its output with
+    ``parse_report``."""
     if ui not in UI_MODES:
         raise ValueError(f"unknown UI check {ui!r}")
     return [*_probe_command(ui, package), *extras_present, *extras_absent]

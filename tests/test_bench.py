@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from publisher import smoke
 from tests.bench.bench import Measure, busy_core_seconds, report, report_work
+from tests.bench.limit import Limit, environments, probes
 from tests.bench.work import CGROUPS_V1, CGROUPS_V2, Sampler, docker_cgroups, part_of, split
 
 # user nice system idle iowait irq softirq steal guest guest_nice
@@ -200,3 +202,36 @@ def test_the_work_table_has_a_column_per_run_and_a_row_per_part_that_did_any() -
         ["smoke", "tests", "100", "0"],
         ["all", "400", "300"],
     ]
+
+
+E2E_MATRIX = Path(__file__).parent / "e2e" / "matrix.yaml"
+
+
+def test_the_limit_probes_each_image_and_starts_the_server_once_per_environment() -> None:
+    # As the publisher checks (`Builder._ui_check`): the core of an environment serves the
+    # UI and its extras image is not asked again; an environment without a core image has
+    # its extras image serve it.
+    found = {
+        key[:2]: [(image.variant, ui) for image, ui in probes(images)]
+        for key, images in environments(E2E_MATRIX).items()
+    }
+    assert found == {
+        ("3.9.0", "3.13"): [("core", smoke.UI_IF_PRESENT), ("full", smoke.UI_SKIP)],
+        ("3.9.1", "3.13"): [("core", smoke.UI_IF_PRESENT), ("full", smoke.UI_SKIP)],
+        ("3.9.0", "3.11"): [("full", smoke.UI_IF_PRESENT)],
+        ("3.9.1", "3.11"): [("full", smoke.UI_IF_PRESENT)],
+    }
+
+
+def test_the_limit_with_checks_adds_the_upload_to_the_checked_installs() -> None:
+    limit = Limit(environments=4, install_seconds=80.0, bandwidth=100e6, upload_bytes=400_000_000)
+    assert limit.seconds == pytest.approx(84.0)
+    assert limit.seconds_with_checks is None
+    checked = Limit(
+        environments=4,
+        install_seconds=80.0,
+        bandwidth=100e6,
+        upload_bytes=400_000_000,
+        checked_seconds=130.0,
+    )
+    assert checked.seconds_with_checks == pytest.approx(134.0)

@@ -19,7 +19,8 @@ Scenarios, each run by every method against registries of their own:
                 base index of the bootstrap's two bases: what the second platform costs.
 After the cold scenario, the physical limit of that run (tests/bench/limit.py): the
 distinct environments installed once, as many at once as there are cores, plus the bytes
-uploaded at the registry's measured bandwidth.
+uploaded at the registry's measured bandwidth; and the same with the publisher's smoke
+probes run in those environments (the floor for a tool that checks what it checks).
 Every measured run starts from an emptied builder cache (base images kept) and with the
 publisher's download caches emptied, as on a fresh CI runner. "Bytes uploaded" is what the
 registry's storage grew by; "images built" is the number of image builds the method ran;
@@ -270,7 +271,7 @@ def physical_limit(matrix_path: Path, base_image: str | None, upload_bytes: int)
         data["dockerfiles"] = str(ROOT / "dockerfiles")
         path = Path(tmp) / "matrix.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
-        return measure_limit(path, wheelhouse, upload_bytes)
+        return measure_limit(path, wheelhouse, upload_bytes, checks=True)
 
 
 def refresh_base(client: docker.DockerClient, template: str, pythons: list[str]) -> None:
@@ -370,6 +371,13 @@ def main() -> int:
             f"({limit.upload_seconds:.1f} s) = {limit.seconds:.1f} s; "
             f"the publisher's cold run is {cold.seconds / limit.seconds:.2f}x that"
         )
+        if (checked := limit.seconds_with_checks) is not None:
+            print(
+                f"with checks: the same installs with {limit.probes} smoke probes "
+                f"({limit.ui_probes} starting the server) in {limit.checked_seconds:.1f} s + "
+                f"{limit.upload_seconds:.1f} s = {checked:.1f} s; "
+                f"the publisher's cold run is {cold.seconds / checked:.2f}x that"
+            )
     if MULTI_PLATFORM in wanted:
         print(report_multi_platform(results))
     if args.sweep_jobs:
@@ -380,7 +388,15 @@ def main() -> int:
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
             "matrix": str(args.matrix),
             "results": [asdict(r) for r in results],
-            "limit": {**asdict(limit), "seconds": limit.seconds} if limit else None,
+            "limit": (
+                {
+                    **asdict(limit),
+                    "seconds": limit.seconds,
+                    "seconds_with_checks": limit.seconds_with_checks,
+                }
+                if limit
+                else None
+            ),
         }
         args.output.write_text(json.dumps(payload, indent=2))
     return 0

@@ -11,6 +11,13 @@
 
 It leaves out what a careful tool still has to do (resolve, commit layers, compress them,
 run a smoke test), so no real run reaches it; the bench reports how far the publisher is.
+
+With checks, the same installs are measured again with the smoke probes the publisher
+runs (`publisher.smoke`), in the same containers: one probe per image, after its packages
+are installed, and `prefect server start` once per environment, as the publisher starts it
+once per core. That is the floor for a tool that checks what this one checks:
+
+    limit with checks = installs and probes (wall clock) + bytes / bandwidth
 """
 
 from __future__ import annotations
@@ -23,13 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+from docker.models.containers import Container
 
+from publisher import smoke
 from publisher.matrix import load
 from publisher.plan import Image, plan
 from tests.registry_server import run_registry
 from tests.tiny_image import push_blob
 
 BLOB_BYTES = 64 * 1024 * 1024
+# From the wheels on disk only: nothing is resolved against an index or downloaded.
+PIP_INSTALL = ("pip", "install", "--quiet", "--no-index", "--no-cache-dir", "--find-links=/wheels")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +49,10 @@ class Limit:
     install_seconds: float
     bandwidth: float  # bytes per second
     upload_bytes: int
+    # The installs again, each image probed as the publisher probes it (None: not measured).
+    checked_seconds: float | None = None
+    probes: int = 0
+    ui_probes: int = 0
 
     @property
     def upload_seconds(self) -> float:
@@ -46,6 +61,12 @@ class Limit:
     @property
     def seconds(self) -> float:
         return self.install_seconds + self.upload_seconds
+
+    @property
+    def seconds_with_checks(self) -> float | None:
+        if self.checked_seconds is None:
+            return None
+        return self.checked_seconds + self.upload_seconds
 
 
 def environments(matrix_path: Path) -> dict[tuple[str, str, str, str], list[Image]]:
@@ -57,27 +78,57 @@ def environments(matrix_path: Path) -> dict[tuple[str, str, str, str], list[Imag
     return found
 
 
-def install_once(client: docker.DockerClient, wheelhouse: Path, images: list[Image]) -> None:
-    """The package's closure, then each variant's extras, into one throwaway container."""
-    first = images[0]
-    commands = [f"{first.package}=={first.prefect_version}"]
-    commands += [
-        f"{first.package}[{','.join(i.extras)}]=={first.prefect_version}"
-        for i in images
-        if i.extras
+def probes(images: list[Image]) -> list[tuple[Image, str]]:
+    """The images of one environment in the order they are installed (the core first,
+    then each set of extras on top), each with the UI check the publisher gives it: the
+    server is started for an image without extras, and for one with extras only when the
+    environment has no such image (`build.Builder._ui_check`)."""
+    has_core = any(not image.extras for image in images)
+    ordered = sorted(images, key=lambda image: bool(image.extras))
+    return [
+        (image, smoke.UI_IF_PRESENT if not (image.extras and has_core) else smoke.UI_SKIP)
+        for image in ordered
     ]
-    script = " && ".join(
-        f"pip install --quiet --no-index --no-cache-dir --find-links /wheels '{req}'"
-        for req in commands
-    )
-    client.containers.run(
+
+
+def install_once(
+    client: docker.DockerClient, wheelhouse: Path, images: list[Image], *, check: bool = False
+) -> None:
+    """The package's closure, then each variant's extras, into one throwaway container;
+    with ``check``, each image's smoke probe after its packages are in."""
+    first = images[0]
+    container = client.containers.run(
         first.base_image,
-        ["sh", "-c", script],
+        ["sleep", "infinity"],
+        detach=True,
         volumes={str(wheelhouse): {"bind": "/wheels", "mode": "ro"}},
         network_mode="none",
-        remove=True,
         environment={"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_ROOT_USER_ACTION": "ignore"},
     )
+    try:
+        _run(container, [*PIP_INSTALL, f"{first.package}=={first.prefect_version}"])
+        for image, ui in probes(images):
+            if image.extras:
+                extras = ",".join(image.extras)
+                _run(
+                    container, [*PIP_INSTALL, f"{image.package}[{extras}]=={image.prefect_version}"]
+                )
+            if check:
+                command = smoke.probe_command(ui, image.package, image.extras, ())
+                code, output = container.exec_run(command)
+                report = smoke.parse_report(code, output.decode("utf-8", "replace"))
+                if ui != smoke.UI_SKIP:
+                    # The probe is only a floor if the server it starts really answered.
+                    smoke.verify_ui(report, smoke.UI_REQUIRED)
+    finally:
+        container.remove(force=True)
+
+
+def _run(container: Container, command: list[str]) -> None:
+    code, output = container.exec_run(command)
+    if code != 0:
+        tail = output.decode("utf-8", "replace").strip().splitlines()[-1:]
+        raise RuntimeError(f"{' '.join(command)} exited with {code}: {tail}")
 
 
 def registry_bandwidth() -> float:
@@ -89,16 +140,27 @@ def registry_bandwidth() -> float:
         return len(data) / (time.monotonic() - started)
 
 
-def measure(matrix_path: Path, wheelhouse: Path, upload_bytes: int) -> Limit:
+def measure(matrix_path: Path, wheelhouse: Path, upload_bytes: int, *, checks: bool) -> Limit:
     client = docker.from_env(timeout=900)
     groups = list(environments(matrix_path).values())
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(lambda images: install_once(client, wheelhouse, images), groups))
-    install = time.monotonic() - started
+
+    def timed(check: bool) -> float:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(
+                pool.map(
+                    lambda images: install_once(client, wheelhouse, images, check=check), groups
+                )
+            )
+        return time.monotonic() - started
+
+    planned = [ui for images in groups for _, ui in probes(images)]
     return Limit(
         environments=len(groups),
-        install_seconds=install,
+        install_seconds=timed(check=False),
         bandwidth=registry_bandwidth(),
         upload_bytes=upload_bytes,
+        checked_seconds=timed(check=True) if checks else None,
+        probes=len(planned),
+        ui_probes=sum(ui != smoke.UI_SKIP for ui in planned),
     )
