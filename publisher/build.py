@@ -111,6 +111,15 @@ class Group:
         return any(image.platforms != (DEFAULT_PLATFORM,) for image in self.images)
 
 
+def serves_ui(image: Image, group: Sequence[Image], *, core_released: bool = False) -> bool:
+    """Whether ``image``'s smoke test starts `prefect server start`, of the images of
+    ``group`` (which share its core). The server is started once per core: an image with
+    extras adds packages to a core that was checked (here, or when it was released), and
+    the server costs 20-60 s."""
+    core_checked = core_released or any(not other.extras for other in group)
+    return not (image.extras and core_checked)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Built:
     """One image's result on one platform: built and tested, or the reason it was not."""
@@ -730,16 +739,12 @@ class Builder:
 
     def _ui_check(self, group: Group, image: Image, image_labels: dict[str, str]) -> str:
         """The UI check for this image (from its labels, so a released core pulled to
-        build on carries its own record). The server is started once per core: an image
-        with extras adds packages to a core that was checked (here, or when it was
-        released), and `prefect server start` costs 20-60 s. None under emulation, where
-        it takes minutes: the same wheel's UI is checked on the daemon's own platform."""
+        build on carries its own record), when it starts the server (`serves_ui`). None
+        under emulation, where it takes minutes: the same wheel's UI is checked on the
+        daemon's own platform."""
         if group.pinned_base and machine_of(group.platform) != self._native_machine():
             return smoke.UI_SKIP
-        core_checked = group.published_core is not None or any(
-            not other.extras for other in group.images
-        )
-        if image.extras and core_checked:
+        if not serves_ui(image, group.images, core_released=group.published_core is not None):
             return smoke.UI_SKIP
         return smoke.ui_check(image_labels)
 

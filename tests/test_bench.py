@@ -208,7 +208,7 @@ E2E_MATRIX = Path(__file__).parent / "e2e" / "matrix.yaml"
 
 
 def test_the_limit_probes_each_image_and_starts_the_server_once_per_environment() -> None:
-    # As the publisher checks (`Builder._ui_check`): the core of an environment serves the
+    # As the publisher checks (`build.serves_ui`): the core of an environment serves the
     # UI and its extras image is not asked again; an environment without a core image has
     # its extras image serve it.
     found = {

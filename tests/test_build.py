@@ -24,7 +24,15 @@ import yaml
 from fakes import digest_of
 
 from publisher import assemble, debs, docker_client, engine, labels, push, smoke, target, wheels
-from publisher.build import Builder, Built, Group, NightlySource, Settings, groups_of
+from publisher.build import (
+    Builder,
+    Built,
+    Group,
+    NightlySource,
+    Settings,
+    groups_of,
+    serves_ui,
+)
 from publisher.errors import BuildError, DockerUnavailable, RegistryError
 from publisher.inputs import Inputs
 from publisher.installs import Installs
@@ -371,6 +379,17 @@ def group_of(matrix: Matrix, version: str, python: str, **kw: Any) -> Group:
         g for g in groups_of(plan(matrix).images) if (g.version, g.python) == (version, python)
     ]
     return Group(version=found.version, python=found.python, images=found.images, **kw)
+
+
+def test_the_server_is_started_once_per_core(matrix: Matrix) -> None:
+    with_core = group_of(matrix, "3.9.1", "3.13").images
+    core, full = sorted(with_core, key=lambda image: bool(image.extras))
+    assert serves_ui(core, with_core) and not serves_ui(full, with_core)
+    # No core cell on 3.11: the image with extras is the one whose server is checked,
+    # unless the core it is built on was released (and checked) before.
+    (alone,) = group_of(matrix, "3.9.1", "3.11").images
+    assert serves_ui(alone, [alone])
+    assert not serves_ui(alone, [alone], core_released=True)
 
 
 # -- groups ------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import docker
 from docker.models.containers import Container
 
 from publisher import smoke
+from publisher.build import serves_ui
 from publisher.matrix import load
 from publisher.plan import Image, plan
 from tests.registry_server import run_registry
@@ -80,13 +81,10 @@ def environments(matrix_path: Path) -> dict[tuple[str, str, str, str], list[Imag
 
 def probes(images: list[Image]) -> list[tuple[Image, str]]:
     """The images of one environment in the order they are installed (the core first,
-    then each set of extras on top), each with the UI check the publisher gives it: the
-    server is started for an image without extras, and for one with extras only when the
-    environment has no such image (`build.Builder._ui_check`)."""
-    has_core = any(not image.extras for image in images)
+    then each set of extras on top), each with the UI check the publisher gives it."""
     ordered = sorted(images, key=lambda image: bool(image.extras))
     return [
-        (image, smoke.UI_IF_PRESENT if not (image.extras and has_core) else smoke.UI_SKIP)
+        (image, smoke.UI_IF_PRESENT if serves_ui(image, images) else smoke.UI_SKIP)
         for image in ordered
     ]
 
