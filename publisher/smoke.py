@@ -308,10 +308,6 @@ def ui_check(image_labels: Mapping[str, str]) -> str:
     return UI_IF_PRESENT
 
 
-def _probe_command(ui: str, package: str) -> list[str]:
-    return ["python", "-c", _PROBE, f"--ui={ui}", f"--package={package}"]
-
-
 def check(
     client: docker.DockerClient,
     image: str,
@@ -384,7 +380,11 @@ def probe_command(
     ``parse_report``."""
     if ui not in UI_MODES:
         raise ValueError(f"unknown UI check {ui!r}")
-    return [*_probe_command(ui, package), *extras_present, *extras_absent]
+    return [
+        *("python", "-c", _PROBE, f"--ui={ui}", f"--package={package}"),
+        *extras_present,
+        *extras_absent,
+    ]
 
 
 def _entry(client: docker.DockerClient, image: str, command: Sequence[str]) -> Path:

@@ -501,7 +501,7 @@ def test_the_probe_runs_and_reports_what_the_prefect_command_printed(tmp_path: P
     fake.write_text("#!/bin/sh\necho 'Version:             3.9.1'\n")
     fake.chmod(0o755)
     done = subprocess.run(
-        smoke._probe_command(smoke.UI_SKIP, "prefect"),
+        smoke.probe_command(smoke.UI_SKIP, "prefect", (), ()),
         capture_output=True,
         text=True,
         check=False,

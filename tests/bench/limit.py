@@ -50,10 +50,10 @@ class Limit:
     install_seconds: float
     bandwidth: float  # bytes per second
     upload_bytes: int
-    # The installs again, each image probed as the publisher probes it (None: not measured).
-    checked_seconds: float | None = None
-    probes: int = 0
-    ui_probes: int = 0
+    # The installs again, each image probed as the publisher probes it.
+    checked_seconds: float
+    probes: int
+    ui_probes: int
 
     @property
     def upload_seconds(self) -> float:
@@ -64,9 +64,7 @@ class Limit:
         return self.install_seconds + self.upload_seconds
 
     @property
-    def seconds_with_checks(self) -> float | None:
-        if self.checked_seconds is None:
-            return None
+    def seconds_with_checks(self) -> float:
         return self.checked_seconds + self.upload_seconds
 
 
@@ -138,7 +136,7 @@ def registry_bandwidth() -> float:
         return len(data) / (time.monotonic() - started)
 
 
-def measure(matrix_path: Path, wheelhouse: Path, upload_bytes: int, *, checks: bool) -> Limit:
+def measure(matrix_path: Path, wheelhouse: Path, upload_bytes: int) -> Limit:
     client = docker.from_env(timeout=900)
     groups = list(environments(matrix_path).values())
 
@@ -158,7 +156,7 @@ def measure(matrix_path: Path, wheelhouse: Path, upload_bytes: int, *, checks: b
         install_seconds=timed(check=False),
         bandwidth=registry_bandwidth(),
         upload_bytes=upload_bytes,
-        checked_seconds=timed(check=True) if checks else None,
+        checked_seconds=timed(check=True),
         probes=len(planned),
         ui_probes=sum(ui != smoke.UI_SKIP for ui in planned),
     )
