@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from publisher.plan import Image, Plan
+
 ERROR_PREFIX = "publisher: error: "
 
 
@@ -37,3 +39,9 @@ def layer_steps(config: Mapping[str, Any]) -> list[str]:
     diff_ids = config.get("rootfs", {}).get("diff_ids", [])
     assert len(steps) == len(diff_ids), f"{len(steps)} layer steps for {len(diff_ids)} layers"
     return steps
+
+
+def owner(the_plan: Plan, tag: str) -> Image:
+    """The one image of ``the_plan`` that ``tag`` names."""
+    (image,) = [i for i in the_plan.images if tag in {t.name for t in i.tags}]
+    return image

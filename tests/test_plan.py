@@ -15,6 +15,7 @@ from packaging.version import Version
 from publisher.errors import MatrixError, SelectionError
 from publisher.matrix import Matrix, Release, load
 from publisher.plan import UNRESOLVED, Image, Plan, Revision, Tag, image_id, owners, plan
+from tests.helpers import owner
 
 FULL_PYTHONS = ("3.6", "3.7", "3.8")
 SHIPPED_VERSIONS = tuple(f"0.14.{n}" for n in range(23))
@@ -38,11 +39,6 @@ def tag_map(the_plan: Plan) -> dict[str, set[str]]:
 
 def all_tags(the_plan: Plan) -> list[str]:
     return [t.name for image in the_plan.images for t in image.tags]
-
-
-def owner(the_plan: Plan, tag: str) -> Image:
-    (image,) = [i for i in the_plan.images if tag in {t.name for t in i.tags}]
-    return image
 
 
 def rolling(the_plan: Plan) -> dict[str, set[str]]:

@@ -21,7 +21,7 @@ from publisher.errors import BuildError
 from publisher.registry import Credentials, RegistryClient
 from publisher.staging import is_staging
 from publisher.upload import UPLOAD_TAG
-from tests.helpers import assert_one_error_line, layer_steps
+from tests.helpers import assert_one_error_line, layer_steps, owner
 from tests.registry_server import run_registry
 
 from .conftest import SECRET, Published, Services, publish, run_publisher, write_matrix
@@ -245,8 +245,8 @@ def test_no_layer_over_the_base_ships_what_a_later_step_removes(
     # The matrix's base, not the one the label names: an image made earlier for a matrix
     # that pins the same base by digest in some registry is reused, and its label names
     # that registry's reference, which this daemon need not hold.
-    (core,) = [i for i in published.plan.images if "core" in [t.name for t in i.tags]]
-    base_layers = docker_client.images.get(core.base_image).attrs["RootFS"]["Layers"]
+    base = owner(published.plan, "core").base_image
+    base_layers = docker_client.images.get(base).attrs["RootFS"]["Layers"]
     below = len(base_layers)
     assert image.attrs["RootFS"]["Layers"][:below] == base_layers, "not on the matrix's base"
     archive = tmp_path / "core.tar"
